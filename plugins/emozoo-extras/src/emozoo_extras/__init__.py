@@ -1,0 +1,86 @@
+"""emozoo-extras: an example plugin adding a backbone, a fusion and a distillation loss."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import emozoo
+
+
+class Fire(nn.Module):
+    """SqueezeNet's Fire module: a 1x1 squeeze, then parallel 1x1 and 3x3 expands."""
+
+    def __init__(self, cin: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze = nn.Sequential(nn.Conv2d(cin, squeeze, 1), nn.BatchNorm2d(squeeze), nn.ReLU(inplace=True))
+        self.e1 = nn.Sequential(nn.Conv2d(squeeze, expand, 1), nn.BatchNorm2d(expand), nn.ReLU(inplace=True))
+        self.e3 = nn.Sequential(nn.Conv2d(squeeze, expand, 3, padding=1), nn.BatchNorm2d(expand), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        x = self.squeeze(x)
+        return torch.cat([self.e1(x), self.e3(x)], 1)
+
+
+class SqueezeNet(emozoo.BackboneBase):
+    """SqueezeNet 1.1 with batch norm and a stride-1 stem, so 48x48 faces end at 6x6."""
+
+    def __init__(self, num_classes: int = 8, in_chans: int = 1, drop_rate: float = 0.2):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2), Fire(64, 16, 64), Fire(128, 16, 64),
+            nn.MaxPool2d(2), Fire(128, 32, 128), Fire(256, 32, 128),
+            nn.MaxPool2d(2), Fire(256, 48, 192), Fire(384, 48, 192), Fire(384, 64, 256), Fire(512, 64, 256),
+        )
+        self.num_features, self.num_classes = 512, num_classes
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward_features(self, x):
+        return self.features(x).mean((2, 3))
+
+    def forward_head(self, features):
+        return self.fc(self.drop(features))
+
+
+class GeometricMean(nn.Module):
+    """Product of experts: fused logits = mean over members of ``log_softmax(logits)``."""
+
+    trainable = False
+
+    def __init__(self, num_members: int, num_classes: int, feature_dims: list[int]):
+        super().__init__()
+
+    def forward(self, logits: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        return logits.log_softmax(-1).mean(0)
+
+
+class LogitMSE(nn.Module):
+    """Ba & Caruana (2014): ``alpha * mean((s - t)^2) + (1 - alpha) * CE(s, target)``."""
+
+    def __init__(self, alpha: float = 0.5):
+        super().__init__()
+        if not 0 <= alpha <= 1:
+            raise emozoo.ConfigError(f"logit_mse: alpha must be in [0, 1], got {alpha}")
+        self.alpha = alpha
+
+    def forward(self, student_logits, teacher_logits, target):
+        mse = F.mse_loss(student_logits, teacher_logits)
+        ce = F.cross_entropy(student_logits, target)  # accepts class indices or a distribution
+        return self.alpha * mse + (1 - self.alpha) * ce
+
+
+@emozoo.hookimpl
+def register_backbones(register):
+    register("squeezenet", SqueezeNet)
+
+
+@emozoo.hookimpl
+def register_fusions(register):
+    register("geometric_mean", GeometricMean)
+
+
+@emozoo.hookimpl
+def register_distill_losses(register):
+    register("logit_mse", LogitMSE)

@@ -1,0 +1,34 @@
+"""emozoo: a plugin-based model zoo for facial expression recognition.
+
+Quick start::
+
+    import emozoo
+    model = emozoo.create("emoxnetlite", pretrained=True)
+    emozoo.list_models("emoxnet*")
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._backbone import BackboneBase, TimmBackbone
+from ._builder import create, face_transform, list_models
+from ._config import FERPLUS_LABELS, InputSpec, ModelConfig
+from ._models import EmoXNet
+from ._profile import count_macs, count_params
+from ._weights import load_weights, save_pretrained
+from ._registry import register_backbone, register_distill_loss, register_fusion
+from .errors import (ConfigError, DataError, DuplicateNameError, EmozooError, PluginError,
+                     UnknownBackboneError, UnknownDistillLossError, UnknownFusionError,
+                     UnknownModelError, UnknownNameError, WeightsError)
+from .hookspecs import hookimpl
+from .plugins import load_plugins
+
+__all__ = [
+    "create", "list_models", "face_transform", "save_pretrained", "load_weights", "ModelConfig", "InputSpec", "FERPLUS_LABELS",
+    "EmoXNet", "count_macs", "count_params",
+    "BackboneBase", "TimmBackbone", "register_backbone", "register_fusion", "register_distill_loss",
+    "hookimpl", "load_plugins",
+    "EmozooError", "UnknownNameError", "UnknownModelError", "UnknownBackboneError", "UnknownFusionError",
+    "UnknownDistillLossError", "DuplicateNameError", "PluginError", "ConfigError", "WeightsError",
+    "DataError",
+]

@@ -1,0 +1,91 @@
+"""Saving and loading weights: safetensors state dicts only, never pickles."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ._config import WEIGHTS_NAME, ModelConfig
+from .errors import ConfigError, WeightsError
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, *, dtype: torch.dtype | None = None,
+                    **provenance: Any) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed).
+
+    ``dtype=torch.float16`` stores floating-point tensors in half precision (loading casts them
+    back to the model's dtype). Keyword arguments update the config's provenance fields
+    (``dataset``, ``recipe``, ``metrics``, ``name``, ``license``) before it is written.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ConfigError("this model has no emozoo config; build it with emozoo.create() to save it")
+    for key, value in provenance.items():
+        if key not in {"dataset", "recipe", "metrics", "name", "license"}:
+            raise ConfigError(f"save_pretrained() got an unexpected provenance field {key!r}")
+        setattr(config, key, value)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state[key] = tensor.contiguous().clone()
+    tmp = directory / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "architecture": config.architecture})
+    tmp.replace(directory / WEIGHTS_NAME)
+    config.weights_sha256 = sha256_file(directory / WEIGHTS_NAME)
+    config.save(directory)
+    return directory
+
+
+def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> nn.Module:
+    """Load a safetensors state dict into ``model``; every missing, extra or misshapen tensor is named."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: emozoo loads only .safetensors weights (pickled checkpoints are never loaded)")
+    if expected_sha256:
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise WeightsError(f"{path}: sha256 {actual} does not match the config's weights_sha256 "
+                               f"{expected_sha256}; the file is corrupt or was replaced. Delete it and download again.")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected tensors {_few(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatch {_few(wrong)}")
+        raise WeightsError(f"{path} does not match the architecture in config.json: " + "; ".join(parts))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    return model
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")

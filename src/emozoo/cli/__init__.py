@@ -1,0 +1,50 @@
+"""The ``emozoo`` command line. Each command group lives in its own module of this package."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import EmozooError
+
+
+class EmozooGroup(click.Group):
+    """A click group that shows an :class:`EmozooError` as one line and exits with status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EmozooError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def build_cli() -> click.Group:
+    """Build the root command group, with plugin commands (``register_commands``) added."""
+    from .. import __version__
+    from ..plugins import call_register_commands
+    from . import models, plugins
+
+    @click.group(cls=EmozooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="emozoo")
+    def cli():
+        """emozoo: facial expression recognition models (EmoXNet, EmoXNetLite) and their plugins."""
+
+    for module in (models, plugins):
+        module.register(cli)
+    call_register_commands(cli)
+    return cli
+
+
+def main(argv=None) -> None:
+    """Console entry point."""
+    try:
+        cli = build_cli()
+    except EmozooError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    cli.main(args=argv, prog_name="emozoo")

@@ -1,0 +1,59 @@
+"""Hook specifications: the whole plugin interface of emozoo.
+
+A plugin is a module (or object) with functions marked ``@emozoo.hookimpl`` whose names match the
+specs below, published under the ``emozoo`` entry-point group::
+
+    [project.entry-points.emozoo]
+    my_plugin = "my_package.plugin"
+
+Every ``register_*`` hook receives a ``register`` callback instead of returning a list, so the
+registry knows which plugin supplied each name and can refuse duplicates naming both owners.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("emozoo")
+hookimpl = pluggy.HookimplMarker("emozoo")
+
+
+@hookspec
+def register_backbones(register):
+    """Register ensemble members (backbones).
+
+    Call ``register(name, factory, description=None)`` once per backbone. ``factory`` is called as
+    ``factory(num_classes=..., in_chans=..., **kwargs)`` and must return an ``nn.Module`` with:
+
+    - ``forward(x) -> logits`` of shape ``(B, num_classes)`` for input ``(B, in_chans, H, W)``,
+    - ``forward_features(x) -> (B, num_features)`` pooled features,
+    - ``forward_head(features) -> logits`` and an int attribute ``num_features``.
+
+    :class:`emozoo.BackboneBase` provides ``forward`` from the other two.
+    """
+
+
+@hookspec
+def register_fusions(register):
+    """Register fusion strategies that combine the members of an EmoXNet.
+
+    Call ``register(name, factory, description=None)``. ``factory(num_members, num_classes,
+    feature_dims, **kwargs)`` returns an ``nn.Module`` whose ``forward(logits, features)`` takes the
+    members' logits stacked as ``(M, B, C)`` and their pooled features as a list of ``(B, F_i)``
+    tensors, and returns fused logits ``(B, C)``: ``softmax`` of them is the ensemble's probability.
+    A fusion with parameters that must be fitted sets ``trainable = True``.
+    """
+
+
+@hookspec
+def register_distill_losses(register):
+    """Register knowledge-distillation losses.
+
+    Call ``register(name, factory, description=None)``. ``factory(**kwargs)`` returns an
+    ``nn.Module`` whose ``forward(student_logits, teacher_logits, target)`` returns a scalar loss;
+    ``target`` holds class indices ``(B,)`` or a label distribution ``(B, C)``.
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``emozoo`` command line; ``cli`` is the root ``click.Group``."""

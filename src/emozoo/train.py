@@ -1,0 +1,278 @@
+"""Training engine shared by ``emozoo train``, ``emozoo distill`` and ``emozoo ensemble``.
+
+One process or many: under ``torchrun`` the same code trains with DistributedDataParallel (gloo on
+CPU, NCCL on CUDA). ``Recipe.batch_size`` is the global batch, split across processes, so a run has
+the same number of optimizer steps whatever the process count.
+
+A checkpoint is written after every epoch; ``resume=True`` continues from the last one with the
+optimizer and RNG state restored, so an interrupted run ends exactly where an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from . import errors
+from ._checkpoint import CKPT_META, load_checkpoint, save_checkpoint
+from .metrics import classification_metrics
+
+
+@dataclass
+class Recipe:
+    """Hyper-parameters of one training run; stored in the trained model's ``config.json``."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    #: "soft": train on the FER+ vote distribution; "majority": on the majority label
+    target: str = "soft"
+    augment: str = "default"
+    #: fraction of the training split held back (never trained on) for fitting learned fusions
+    holdout: float = 0.0
+    #: train on at most this many training images (smoke runs); 0 = all
+    limit: int = 0
+    seed: int = 0
+    num_workers: int = 2
+    amp: bool = True
+    #: distillation only: loss name, its arguments, and the teacher
+    distill_loss: str | None = None
+    distill_args: dict[str, Any] = field(default_factory=dict)
+    teacher: str | None = None
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', not {self.optimizer!r}"),
+            (self.target in ("soft", "majority"), f"target must be 'soft' or 'majority', not {self.target!r}"),
+            (0 <= self.holdout < 1, "holdout must be in [0, 1)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise errors.ConfigError(f"recipe: {message}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise errors.ConfigError(f"recipe: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def holdout_split(n: int, fraction: float, seed: int = 20210630) -> tuple[list[int], list[int]]:
+    """Deterministic (train, holdout) index lists; the same for every member of an ensemble."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    k = int(round(n * fraction))
+    return sorted(order[k:]), sorted(order[:k])
+
+
+class Indexed(Dataset):
+    """Wraps a dataset so items carry their index (to look up cached teacher outputs)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int] | None = None):
+        self.dataset, self.indices = dataset, indices if indices is not None else list(range(len(dataset)))
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        image, target = self.dataset[self.indices[i]]
+        return image, target, i
+
+
+def device_for(recipe: Recipe | None = None) -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+class _Dist:
+    """torch.distributed when launched by torchrun, a no-op otherwise."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return t.item() / self.world
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, dataset: Dataset, batch_size: int = 256, num_workers: int = 0,
+                   progress: bool = False, desc: str = "predict") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits for every item of ``dataset`` (in order) and the hard targets."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    logits, targets = [], []
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        x, y = batch[0], batch[1]
+        with _autocast(device, True):
+            logits.append(model(x.to(device)).float().cpu())
+        targets.append(y.argmax(1) if y.ndim == 2 else y)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def evaluate(model: nn.Module, dataset: Dataset, label_names, batch_size: int = 256, num_workers: int = 0,
+             progress: bool = False) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, macro-F1, ECE and confusion matrix of ``model`` on ``dataset``."""
+    logits, targets = predict_logits(model, dataset, batch_size, num_workers, progress, desc="eval")
+    return classification_metrics(logits.softmax(1), targets, label_names)
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: Recipe, out_dir: str | Path, *,
+        resume: bool = False, log: Callable[[dict], None] | None = None, progress: bool = True,
+        teacher_logits: torch.Tensor | None = None, distill_loss: LossFn | None = None) -> dict[str, Any]:
+    """Train ``model`` on ``train_set`` (items ``(image, target)``) and checkpoint every epoch.
+
+    Without ``distill_loss`` the loss is cross-entropy against the target (index or distribution);
+    with it, ``distill_loss(student_logits, teacher_logits[idx], target)``. Returns the last
+    validation metrics. Only process 0 writes files and logs.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir) / "checkpoint"
+    dist = _Dist()
+    device = device_for(recipe)
+    log = log or (lambda event: None)
+    if dist.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    num_classes = model.config.num_classes
+    data = Indexed(train_set)
+    per_rank = recipe.batch_size // dist.world
+    if per_rank * dist.world != recipe.batch_size:
+        raise errors.ConfigError(f"batch_size {recipe.batch_size} is not divisible by the {dist.world} processes")
+    steps_per_epoch = math.ceil(math.ceil(len(data) / dist.world) / per_rank)
+    total_steps = steps_per_epoch * recipe.epochs
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if recipe.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
+    warmup = int(recipe.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return recipe.lr * (step + 1) / warmup
+        return 0.5 * recipe.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    start_epoch, step, history = 0, 0, []
+    if resume and (out_dir / CKPT_META).is_file():
+        meta = load_checkpoint(out_dir, model, optimizer)
+        if meta.get("recipe") != asdict(recipe):
+            raise errors.ConfigError(f"{out_dir.parent}: the checkpoint was made with another recipe; resume with the "
+                                     f"same options or use a new --out folder")
+        start_epoch, step, history = meta["epoch"], meta["step"], meta["history"]
+        log({"event": "resume", "epoch": start_epoch, "step": step})
+    elif (out_dir / CKPT_META).is_file() and dist.main:
+        raise errors.ConfigError(f"{out_dir.parent} holds a checkpoint: pass --resume to continue it, or pick a new --out")
+    ddp = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+           if dist.world > 1 else model)
+    metrics: dict[str, Any] = history[-1]["val"] if history else {}
+    for epoch in range(start_epoch, recipe.epochs):
+        generator = torch.Generator().manual_seed(recipe.seed * 100003 + epoch)
+        if dist.world > 1:
+            sampler = torch.utils.data.DistributedSampler(data, dist.world, dist.rank, shuffle=True, seed=recipe.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = torch.utils.data.RandomSampler(data, generator=generator)
+        loader = DataLoader(data, batch_size=per_rank, sampler=sampler, num_workers=recipe.num_workers,
+                            generator=generator, persistent_workers=False, pin_memory=device.type == "cuda",
+                            drop_last=False)
+        ddp.train()
+        seen = correct = 0
+        loss_sum = 0.0
+        t0 = time.time()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not (progress and dist.main),
+                   leave=False, dynamic_ncols=True)
+        for x, target, idx in bar:
+            x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            with _autocast(device, recipe.amp):
+                logits = ddp(x).float()
+            if distill_loss is not None:
+                loss = distill_loss(logits, teacher_logits[idx].to(device), target)
+            else:
+                tgt = F.one_hot(target, num_classes).float() if target.ndim == 1 else target.float()
+                if recipe.label_smoothing:
+                    tgt = tgt * (1 - recipe.label_smoothing) + recipe.label_smoothing / num_classes
+                loss = F.cross_entropy(logits, tgt)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            hard = target.argmax(1) if target.ndim == 2 else target
+            correct += (logits.argmax(1) == hard).sum().item()
+            seen += len(x)
+            loss_sum += loss.item() * len(x)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        train_stats = {"loss": dist.mean(loss_sum / max(seen, 1)), "accuracy": dist.mean(correct / max(seen, 1))}
+        if dist.main:
+            metrics = evaluate(model, val_set, model.config.label_names, num_workers=0) if val_set is not None else {}
+            summary = {k: v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")}
+            history.append({"epoch": epoch + 1, "step": step, "train": train_stats, "val": summary,
+                            "seconds": round(time.time() - t0, 1)})
+            save_checkpoint(out_dir, model, optimizer, {"epoch": epoch + 1, "step": step, "history": history,
+                                                        "recipe": asdict(recipe),
+                                                        "architecture": model.config.architecture})
+            log({"event": "epoch", **history[-1], "epochs": recipe.epochs,
+                 "eta_seconds": round((recipe.epochs - epoch - 1) * (time.time() - t0))})
+        dist.barrier()
+    return {"metrics": metrics, "history": history, "steps": step}
+
+
+def read_history(out_dir: str | Path) -> dict[str, Any]:
+    """The checkpoint metadata of a (possibly unfinished) run."""
+    path = Path(out_dir) / "checkpoint" / CKPT_META
+    if not path.is_file():
+        raise errors.WeightsError(f"{out_dir}: no {CKPT_META}")
+    return json.loads(path.read_text())

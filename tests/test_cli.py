@@ -1,0 +1,72 @@
+"""The command line, through click's CliRunner."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from emozoo.cli import build_cli
+
+
+@pytest.fixture(scope="module")
+def run():
+    cli = build_cli()
+
+    def invoke(*args):
+        return CliRunner().invoke(cli, list(args))
+
+    return invoke
+
+
+def test_models_list(run):
+    result = run("models", "list")
+    assert result.exit_code == 0
+    names = result.output.split()
+    assert "emoxnetlite" in names and "resnet18" in names
+    result = run("models", "list", "resnet*", "--json")
+    assert json.loads(result.output) == ["resnet10", "resnet18"]
+    result = run("models", "list", "nothing*")
+    assert result.exit_code == 0 and "No models match" in result.output
+
+
+def test_models_list_pretrained_json(run):
+    result = run("models", "list", "--pretrained", "--json")
+    assert result.exit_code == 0
+    assert all("." in n for n in json.loads(result.output))
+
+
+def test_info_text_and_json(run):
+    result = run("info", "emoxnetlite")
+    assert result.exit_code == 0, result.output
+    for field in ("architecture:  emoxnetlite", "parameters:", "MACs:", "labels:        neutral, happiness",
+                  "input:         1 channel(s), 48x48", "weights:"):
+        assert field in result.output
+    data = json.loads(run("info", "emoxnet", "--json").output)
+    assert data["architecture"] == "emoxnet" and data["params"] > 0 and data["macs"] > 0
+    assert [m["backbone"] for m in data["model_args"]["members"]] == ["resnet18", "vgg13", "convnext_pico"]
+    assert data["label_names"][0] == "neutral" and data["input"]["size"] == [48, 48]
+
+
+def test_unknown_name_is_one_clear_line(run):
+    result = run("info", "emoxnett")
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: Unknown model 'emoxnett'. Did you mean: emoxnet, emoxnetlite? "
+                                     "`emozoo models list` shows them; timm architectures work as 'timm/<name>'.")
+    assert "Traceback" not in result.output
+
+
+def test_plugins(run):
+    result = run("plugins", "--json")
+    assert result.exit_code == 0
+    data = {p["name"]: p for p in json.loads(result.output)}
+    assert data["emozoo.builtins.backbones"]["builtin"]
+    assert data["emozoo.builtins.backbones"]["distribution"] == "emozoo"
+    assert "register_backbones" in data["emozoo.builtins.backbones"]["hooks"]
+    assert "mean_prob" in data["emozoo.builtins.fusion"]["registered"]["fusion"]
+    text = run("plugins").output
+    assert "emozoo.builtins.distill (built-in)" in text and "distillation losss" not in text
+
+
+def test_version(run):
+    import emozoo
+
+    assert emozoo.__version__ in run("--version").output

@@ -1,0 +1,218 @@
+"""Every registered member, fusion and loss runs; create() and save/load behave as documented."""
+import json
+
+import pytest
+import torch
+
+import emozoo
+from emozoo._registry import BACKBONES, DISTILL_LOSSES, FUSIONS
+
+SHAPES = [(1, 48, 48), (3, 112, 112)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_backbone_forward_backward(name, shape):
+    torch.manual_seed(0)
+    model = emozoo.create(name, in_chans=shape[0], input_size=shape[1:])
+    x = torch.randn(2, *shape)
+    out = model(x)
+    assert out.shape == (2, 8)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, model.num_features)
+    assert torch.allclose(model.forward_head(feats), out, atol=1e-5) or model.training  # dropout in train mode
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+def test_every_fusion_in_an_ensemble_forward_backward(fusion, shape):
+    model = emozoo.create("emoxnet", members=["mini_xception", "resnet10", ("mini_xception", {"width": 1.0})],
+                          fusion=fusion, in_chans=shape[0], input_size=shape[1:])
+    out = model(torch.randn(2, *shape))
+    assert out.shape == (2, 8)
+    probs = out.softmax(-1)
+    assert torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-5)
+    out.sum().backward()
+    assert any(p.grad is not None for p in model.members.parameters())
+    if getattr(model.fusion, "trainable", False):
+        assert any(p.grad is not None for p in model.fusion.parameters())
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("loss_name", DISTILL_LOSSES.names())
+def test_every_distill_loss_trains_a_student(loss_name, shape):
+    torch.manual_seed(0)
+    teacher = emozoo.create("emoxnet", members=["mini_xception", "resnet10"], in_chans=shape[0], input_size=shape[1:])
+    student = emozoo.create("emoxnetlite", in_chans=shape[0], input_size=shape[1:])
+    loss_fn = DISTILL_LOSSES.get(loss_name).factory()
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        t = teacher.eval()(x)
+    for target in (torch.tensor([0, 1, 2, 3]), torch.softmax(torch.randn(4, 8), -1)):
+        loss = loss_fn(student(x), t, target)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
+    assert all(p.grad is not None for p in student.parameters())
+
+
+def test_timm_architectures_are_members():
+    model = emozoo.create("emoxnet", members=["timm/resnet10t", "mini_xception"], fusion="mean_logit")
+    assert model(torch.randn(2, 1, 48, 48)).shape == (2, 8)
+    assert emozoo.create("timm/mobilenetv3_small_050")(torch.randn(1, 1, 48, 48)).shape == (1, 8)
+    with pytest.raises(emozoo.UnknownBackboneError, match="timm/resnet18"):
+        emozoo.create("timm/resnet19")
+
+
+def test_config_carries_labels_and_input_spec():
+    model = emozoo.create("emoxnetlite")
+    assert model.config.label_names == emozoo.FERPLUS_LABELS
+    assert model.config.input.shape == (1, 48, 48)
+    assert model.config.model_args == {"student": {"backbone": "resnet10", "args": {"width": 0.5}}}
+    model = emozoo.create("resnet18", label_names=["a", "b", "c"], in_chans=3)
+    assert model(torch.randn(1, 3, 48, 48)).shape == (1, 3)
+    assert model.config.input.mean == (emozoo._config.FER_MEAN,) * 3
+    assert emozoo.create("vgg13", num_classes=5).config.label_names == tuple(f"class_{i}" for i in range(5))
+
+
+def test_list_models():
+    names = emozoo.list_models()
+    assert {"emoxnet", "emoxnetlite", "resnet18", "vgg13", "mini_xception", "mobilenetv2", "convnext_pico"} <= set(names)
+    assert emozoo.list_models("resnet*") == ["resnet10", "resnet18"]  # natural sort
+    assert emozoo.list_models(["vgg*", "mini*"]) == ["mini_xception", "vgg13"]
+    assert "vgg13" not in emozoo.list_models(exclude="vgg*")
+    assert all("." in n for n in emozoo.list_models(pretrained=True))
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    ("emoxnett", emozoo.UnknownModelError, "Did you mean: emoxnet"),
+    ("resnet18.imagenet", emozoo.UnknownModelError, "resnet18.imagenet"),
+])
+def test_unknown_models(bad, error, match):
+    with pytest.raises(error, match=match):
+        emozoo.create(bad)
+
+
+def test_bad_arguments_are_config_errors():
+    with pytest.raises(emozoo.ConfigError, match="rejected its arguments.*widht"):
+        emozoo.create("resnet18", widht=2)
+    with pytest.raises(emozoo.ConfigError, match="emoxnet takes members="):
+        emozoo.create("emoxnet", member=["resnet18"])
+    with pytest.raises(emozoo.UnknownFusionError, match="mean_prob"):
+        emozoo.create("emoxnet", members=["resnet10"], fusion="mean_probs")
+    with pytest.raises(emozoo.UnknownBackboneError, match="resnet18"):
+        emozoo.create("emoxnet", members=["resnet81"])
+    with pytest.raises(emozoo.ConfigError, match="invalid member"):
+        emozoo.create("emoxnet", members=[3])
+    with pytest.raises(emozoo.ConfigError, match="num_classes=3 but 2 label_names"):
+        emozoo.create("resnet10", num_classes=3, label_names=["a", "b"])
+    with pytest.raises(emozoo.WeightsError, match="no pretrained weights are published for 'vgg13'"):
+        emozoo.create("vgg13", pretrained=True)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"name": "resnet10"},
+    {"name": "emoxnetlite"},
+    {"name": "emoxnet", "members": ["mini_xception", "resnet10", "timm/resnet10t"], "fusion": "stacking"},
+    {"name": "emoxnet", "members": ["convnext_pico", "vgg13"], "fusion": "learned_weights", "in_chans": 3},
+])
+def test_save_and_load_round_trip(tmp_path, kwargs):
+    torch.manual_seed(0)
+    model = emozoo.create(**kwargs).eval()
+    # make BN statistics and fusion parameters non-default so a lost tensor would show
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            buf.add_(torch.rand_like(buf))
+    emozoo.save_pretrained(model, tmp_path / "m", metrics={"acc": 0.5})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = emozoo.create(f"local-dir:{tmp_path / 'm'}", pretrained=True).eval()
+    x = torch.randn(3, *model.config.input.shape)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded.config.metrics == {"acc": 0.5}
+    assert loaded.config.model_args == model.config.model_args
+
+
+def test_half_precision_storage(tmp_path):
+    model = emozoo.create("resnet10").eval()
+    emozoo.save_pretrained(model, tmp_path, dtype=torch.float16)
+    loaded = emozoo.create(f"local-dir:{tmp_path}", pretrained=True).eval()
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-2)
+
+
+def _saved(tmp_path, name="resnet10"):
+    emozoo.save_pretrained(emozoo.create(name), tmp_path)
+    return tmp_path
+
+
+def test_malformed_config_names_the_key(tmp_path):
+    d = _saved(tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    for mutate, match in [
+        (lambda c: c.pop("architecture"), "missing key 'architecture'"),
+        (lambda c: c.update(colour="red"), r"unknown key\(s\) \['colour'\]"),
+        (lambda c: c["input"].update(in_chans=2), "in_chans must be 1 or 3"),
+        (lambda c: c.update(num_classes=7), "num_classes is 7 but label_names has 8"),
+        (lambda c: c["input"].update(std=[0.0]), "std must be positive"),
+        (lambda c: c.update(config_version=99), "newer than this emozoo"),
+    ]:
+        bad = json.loads(json.dumps(cfg))
+        mutate(bad)
+        (d / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(emozoo.ConfigError, match=match):
+            emozoo.create(f"local-dir:{d}", pretrained=True)
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(emozoo.ConfigError, match="not valid JSON"):
+        emozoo.create(f"local-dir:{d}")
+
+
+def test_weights_that_do_not_match_the_config_name_the_tensor(tmp_path):
+    d = _saved(tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_args"] = {"width": 0.5}
+    cfg["weights_sha256"] = None
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(emozoo.WeightsError, match=r"shape mismatch stem.0.weight: file \(64, 1, 3, 3\) vs model \(32, 1, 3, 3\)"):
+        emozoo.create(f"local-dir:{d}", pretrained=True)
+    cfg["architecture"], cfg["model_args"] = "resnet18", {}
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(emozoo.WeightsError, match="missing tensors stages.0.1"):
+        emozoo.create(f"local-dir:{d}", pretrained=True)
+
+
+def test_corrupt_weights_are_detected(tmp_path):
+    d = _saved(tmp_path)
+    data = bytearray((d / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (d / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(emozoo.WeightsError, match="sha256 .* does not match"):
+        emozoo.create(f"local-dir:{d}", pretrained=True)
+    (d / "model.safetensors").write_bytes(b"garbage")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["weights_sha256"] = None
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(emozoo.WeightsError, match="not a readable safetensors file"):
+        emozoo.create(f"local-dir:{d}", pretrained=True)
+
+
+def test_no_pickle_loading_anywhere_in_the_package():
+    from pathlib import Path
+
+    src = Path(emozoo.__file__).parent
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        for forbidden in ("torch.load(", "import pickle", "pickle.load", "allow_pickle=True", "weights_only=False"):
+            assert forbidden not in text, f"{path}: {forbidden}"
+
+
+def test_count_macs_and_params():
+    model = emozoo.create("mini_xception")
+    assert emozoo.count_params(model) == sum(p.numel() for p in model.parameters())
+    macs = emozoo.count_macs(model, (1, 48, 48))
+    assert 5e6 < macs < 1e8
+    assert emozoo.count_macs(model, (1, 96, 96)) > 3 * macs

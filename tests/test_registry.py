@@ -1,0 +1,240 @@
+"""The registry and plugin manager: discovery, user registration, duplicates, broken plugins."""
+import importlib.metadata
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+import emozoo
+from emozoo import hookspecs, plugins
+from emozoo._registry import BACKBONES, DISTILL_LOSSES, FUSIONS
+
+
+class TinyNet(emozoo.BackboneBase):
+    def __init__(self, num_classes=8, in_chans=1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, 4, 3, 2, 1)
+        self.num_features, self.num_classes = 4, num_classes
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward_features(self, x):
+        return self.conv(x).mean((2, 3))
+
+    def forward_head(self, f):
+        return self.fc(f)
+
+
+def test_builtins_are_registered_through_the_hooks():
+    names = {i.name: i for i in plugins.plugin_info()}
+    for mod in plugins.DEFAULT_PLUGINS:
+        assert names[mod].builtin and names[mod].error is None
+    assert set(names["emozoo.builtins.backbones"].registered["backbone"]) >= {
+        "resnet18", "vgg13", "mini_xception", "mobilenetv2", "convnext_pico"}
+    assert set(names["emozoo.builtins.fusion"].registered["fusion"]) == {
+        "mean_prob", "mean_logit", "learned_weights", "stacking", "majority_vote"}
+    assert set(names["emozoo.builtins.distill"].registered["distillation loss"]) >= {"kd", "kd_smooth", "dist"}
+    for name in ("resnet18", "vgg13"):
+        assert BACKBONES.get(name).owner == "emozoo.builtins.backbones"
+
+
+def test_importing_emozoo_loads_no_plugins():
+    import subprocess
+    import sys
+
+    code = "import emozoo, emozoo.plugins as p; print(p._loaded)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_register_backbone_call_and_decorator(user_registrations):
+    emozoo.register_backbone("tiny_call", TinyNet)
+
+    @emozoo.register_backbone("tiny_deco", description="decorated")
+    def make(num_classes=8, in_chans=1):
+        return TinyNet(num_classes, in_chans)
+
+    assert BACKBONES.get("tiny_call").owner == "user"
+    assert BACKBONES.get("tiny_deco").description == "decorated"
+    assert "tiny_deco" in emozoo.list_models("tiny*")
+    model = emozoo.create("emoxnet", members=["tiny_call", "tiny_deco", "mini_xception"], fusion="mean_prob")
+    assert model(torch.randn(2, 1, 48, 48)).shape == (2, 8)
+
+
+def test_duplicate_name_names_both_owners(user_registrations):
+    with pytest.raises(emozoo.DuplicateNameError, match="emozoo.builtins.backbones.*user"):
+        emozoo.register_backbone("resnet18", TinyNet)
+
+
+def test_duplicate_from_a_plugin_is_refused_and_rolled_back(plugin):
+    class Clash:
+        @emozoo.hookimpl
+        def register_backbones(self, register):
+            register("clash_ok", TinyNet)
+            register("vgg13", TinyNet)
+
+    with pytest.raises(emozoo.DuplicateNameError, match="'vgg13'.*emozoo.builtins.backbones.*clash"):
+        plugin(Clash(), "clash")
+    assert "clash_ok" not in BACKBONES  # nothing of the failed plugin stays registered
+    assert BACKBONES.get("vgg13").owner == "emozoo.builtins.backbones"
+
+
+@pytest.mark.parametrize("registry,error,name", [
+    (BACKBONES, emozoo.UnknownBackboneError, "resnet19"),
+    (FUSIONS, emozoo.UnknownFusionError, "mean_probs"),
+    (DISTILL_LOSSES, emozoo.UnknownDistillLossError, "kd_smoth"),
+])
+def test_unknown_names_list_close_matches(registry, error, name):
+    with pytest.raises(error) as info:
+        registry.get(name)
+    assert isinstance(info.value, emozoo.EmozooError) and isinstance(info.value, LookupError)
+    assert info.value.matches, str(info.value)
+    assert "Did you mean" in str(info.value) and not str(info.value).startswith("'")
+
+
+def test_invalid_names_and_factories_are_refused(user_registrations):
+    with pytest.raises(emozoo.PluginError, match="invalid backbone name"):
+        emozoo.register_backbone("bad.name", TinyNet)
+    with pytest.raises(emozoo.PluginError, match="not callable"):
+        emozoo.register_backbone("notcallable", 3)
+
+
+def test_plugin_whose_hook_raises_is_reported_and_others_still_load(plugin):
+    class Broken:
+        @emozoo.hookimpl
+        def register_fusions(self, register):
+            raise RuntimeError("boom")
+
+    with pytest.raises(emozoo.PluginError, match="broken.*boom"), pytest.warns(RuntimeWarning, match="broken"):
+        plugin(Broken(), "broken")
+    assert "mean_prob" in FUSIONS
+
+
+def test_misspelled_hookimpl_is_rejected(plugin):
+    class Typo:
+        @emozoo.hookimpl
+        def register_backbone(self, register):  # singular: not a hook
+            pass
+
+    with pytest.raises(emozoo.PluginError, match="invalid plugin"), pytest.warns(RuntimeWarning, match="typo"):
+        plugin(Typo(), "typo")
+
+
+def test_entry_point_that_fails_to_import_is_skipped(monkeypatch):
+    """A broken installed plugin warns with its name and distribution; the built-ins still load."""
+    class FakeDist:
+        name, version = "emozoo-broken", "9.9"
+
+    class FakeEP:
+        name, value, group, dist = "broken_ep", "no_such_module_xyz", "emozoo", FakeDist()
+
+        def load(self):
+            raise ImportError("No module named 'no_such_module_xyz'")
+
+    plugins._reset_for_tests()
+    monkeypatch.setenv("EMOZOO_LOAD_PLUGINS", "broken_ep")
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEP()])
+    try:
+        with pytest.warns(RuntimeWarning, match="broken_ep.*emozoo-broken 9.9.*no_such_module_xyz"):
+            plugins.load_plugins()
+        info = {i.name: i for i in plugins.plugin_info()}
+        assert "failed to import" in info["broken_ep"].error
+        assert "resnet18" in BACKBONES
+    finally:
+        monkeypatch.setenv("EMOZOO_LOAD_PLUGINS", "")
+        plugins._reset_for_tests()
+        plugins.load_plugins()
+
+
+def test_emozoo_load_plugins_selects_entry_points(monkeypatch):
+    class EP:
+        def __init__(self, name):
+            self.name, self.value, self.dist = name, name, None
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [EP("a"), EP("b"), EP("c")])
+    monkeypatch.setenv("EMOZOO_LOAD_PLUGINS", "a, c")
+    assert [e.name for e in plugins._selected_entry_points()] == ["a", "c"]
+    monkeypatch.setenv("EMOZOO_LOAD_PLUGINS", "")
+    assert plugins._selected_entry_points() == []
+    monkeypatch.delenv("EMOZOO_LOAD_PLUGINS")
+    assert len(plugins._selected_entry_points()) == 3
+
+
+# -- datasette-style meta-tests: every hook is documented and has its own test ---------------------
+HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
+
+
+def test_every_hookspec_is_documented_and_tested():
+    assert set(HOOKS) == {"register_backbones", "register_fusions", "register_distill_losses", "register_commands"}
+    for name in HOOKS:
+        doc = inspect.getdoc(getattr(hookspecs, name))
+        assert doc and len(doc) > 40, f"hookspec {name} needs a docstring"
+        assert f"test_hook_{name}" in globals(), f"hook {name} has no test_hook_{name}"
+
+
+def test_hook_register_backbones(plugin):
+    class P:
+        @emozoo.hookimpl
+        def register_backbones(self, register):
+            register("hooktiny", TinyNet)
+
+    plugin(P(), "p_backbones")
+    assert BACKBONES.get("hooktiny").owner == "p_backbones"
+    assert emozoo.create("hooktiny")(torch.randn(1, 1, 48, 48)).shape == (1, 8)
+
+
+def test_hook_register_fusions(plugin):
+    class MaxFusion(nn.Module):
+        trainable = False
+
+        def __init__(self, num_members, num_classes, feature_dims):
+            super().__init__()
+
+        def forward(self, logits, features):
+            return logits.max(0).values
+
+    class P:
+        @emozoo.hookimpl
+        def register_fusions(self, register):
+            register("max_logit", MaxFusion)
+
+    plugin(P(), "p_fusions")
+    model = emozoo.create("emoxnet", members=["mini_xception", "resnet10"], fusion="max_logit")
+    assert model(torch.randn(2, 1, 48, 48)).shape == (2, 8)
+
+
+def test_hook_register_distill_losses(plugin):
+    class L1(nn.Module):
+        def forward(self, s, t, target):
+            return (s - t).abs().mean()
+
+    class P:
+        @emozoo.hookimpl
+        def register_distill_losses(self, register):
+            register("l1", L1)
+
+    plugin(P(), "p_losses")
+    loss = DISTILL_LOSSES.get("l1").factory()
+    assert loss(torch.ones(2, 3), torch.zeros(2, 3), torch.tensor([0, 1])).item() == 1.0
+
+
+def test_hook_register_commands(plugin):
+    import click
+    from click.testing import CliRunner
+
+    from emozoo.cli import build_cli
+
+    class P:
+        @emozoo.hookimpl
+        def register_commands(self, cli):
+            @cli.command()
+            def hello():
+                click.echo("hello from a plugin")
+
+    plugin(P(), "p_commands")
+    result = CliRunner().invoke(build_cli(), ["hello"])
+    assert result.exit_code == 0 and "hello from a plugin" in result.output
+
+
+def test_plugins_metadata_version_matches():
+    assert emozoo.__version__ == importlib.metadata.version("emozoo")

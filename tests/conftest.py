@@ -41,3 +41,22 @@ def user_registrations():
     yield
     for registry in HOOK_REGISTRIES.values():
         registry.remove_owner(USER_OWNER)
+
+
+@pytest.fixture(scope="session")
+def fer_csv(tmp_path_factory):
+    """A small fer2013.csv (Training 320 rows, PublicTest 64) in the Kaggle format, with learnable labels:
+    class k's faces are brighter in band k, so a model can fit them in a few steps."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("fer") / "fer2013.csv"
+    lines = ["emotion,pixels,Usage"]
+    for usage, n in (("Training", 320), ("PublicTest", 64)):
+        for i in range(n):
+            label = i % 7
+            img = rng.integers(0, 120, (48, 48))
+            img[label * 6:(label + 1) * 6] += 120
+            lines.append(f"{label},{' '.join(map(str, img.ravel()))},{usage}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

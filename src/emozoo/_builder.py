@@ -15,7 +15,7 @@ from ._registry import BACKBONES, natural_key
 from ._weights import load_weights
 
 ENSEMBLE_ARCHS = ("emoxnet", "emoxnetlite")
-LOCAL_PREFIX, HUB_PREFIX = "local-dir:", "hf-hub:"
+LOCAL_PREFIX, HUB_PREFIX = "local-dir:", _hub.HUB_PREFIX
 
 
 def list_models(pattern: str | Sequence[str] = "*", pretrained: bool = False,
@@ -55,7 +55,8 @@ def create(name: str, pretrained: bool = False, *, num_classes: int | None = Non
       architecture picks its default tag;
     - ``timm/<architecture>``: any timm model as a backbone (random weights);
     - ``local-dir:PATH``: a folder written by :func:`save_pretrained`;
-    - ``hf-hub:ORG/NAME``: a Hugging Face Hub repo (``revision=`` pins a branch, tag or commit).
+    - ``hf-hub:ORG/NAME``: a Hugging Face Hub repo, fetched into the Hugging Face cache;
+      ``hf-hub:ORG/NAME@REV`` or ``revision=`` picks a branch, tag or commit (a commit never changes).
 
     For ``emoxnet``, ``members=[...]`` (backbone names, ``timm/`` names or ``(name, {args})``) and
     ``fusion="mean_prob"`` (with ``fusion_args={}``) compose any ensemble; for ``emoxnetlite``,
@@ -69,8 +70,9 @@ def create(name: str, pretrained: bool = False, *, num_classes: int | None = Non
         weights_dir, origin = Path(name[len(LOCAL_PREFIX):]).expanduser(), "local folder"
         config = ModelConfig.load(weights_dir)
     elif name.startswith(HUB_PREFIX):
-        repo = name[len(HUB_PREFIX):]
-        weights_dir, origin = _hub.download(repo, revision), f"Hugging Face Hub ({repo})"
+        repo, revision = _hub.parse_repo(name, revision)
+        weights_dir = _hub.download(repo, revision)
+        origin = f"Hugging Face Hub ({repo}@{weights_dir.name})"
         config = ModelConfig.load(weights_dir)
     else:
         arch, _, tag = name.partition(".")
@@ -97,7 +99,13 @@ def create(name: str, pretrained: bool = False, *, num_classes: int | None = Non
             raise errors.ConfigError(f"{name}: the architecture comes from its config.json; unexpected "
                                      f"arguments {sorted(kwargs)}")
         _check_overrides(config, name, num_classes, label_names, in_chans, input_size)
-    model = build_architecture(config.architecture, config.num_classes, config.input.in_chans, config.model_args)
+    try:
+        model = build_architecture(config.architecture, config.num_classes, config.input.in_chans, config.model_args)
+    except errors.UnknownNameError as exc:
+        dist = config.requires.get(f"{exc.kind} {exc.name}")
+        if dist is None:
+            raise
+        raise type(exc)(exc.name, exc.known, hint=f"{name} needs the plugin package {dist!r}: pip install {dist}") from None
     if pretrained and weights_dir is not None:
         load_weights(model, weights_dir / WEIGHTS_NAME, config.weights_sha256)
     model.config = config

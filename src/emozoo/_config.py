@@ -75,6 +75,9 @@ class ModelConfig:
     license: str | None = None
     #: sha256 of ``model.safetensors`` (written on push, checked on load)
     weights_sha256: str | None = None
+    #: the plugin distribution that provides each non-builtin component, e.g.
+    #: ``{"backbone squeezenet": "emozoo-extras"}`` (filled by :meth:`record_plugins`)
+    requires: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self.label_names = tuple(self.label_names)
@@ -115,11 +118,48 @@ class ModelConfig:
             raise ConfigError(f"{source}: num_classes is {num_classes} but label_names has {cfg.num_classes} names")
         return cfg
 
-    def save(self, directory: str | Path) -> Path:
+    def components(self) -> list[tuple[str, str]]:
+        """``(kind, name)`` of each backbone and fusion the architecture is built from."""
+        args = self.model_args
+        if self.architecture == "emoxnet":
+            return [*(("backbone", m["backbone"]) for m in args.get("members", [])), ("fusion", args.get("fusion"))]
+        if self.architecture == "emoxnetlite":
+            return [("backbone", args.get("student", {}).get("backbone"))]
+        return [("backbone", self.architecture)]
+
+    def record_plugins(self) -> None:
+        """Set ``requires`` to the plugin distribution of every component that a plugin registered.
+
+        Built-ins, ``timm/`` names and names registered by a script need no package; a name that is
+        not registered now keeps what the config already recorded for it.
+        """
+        from ._registry import BACKBONES, FUSIONS
+        from .plugins import plugin_info
+
+        dists = {p.name: p.distribution for p in plugin_info() if p.distribution and not p.builtin}
+        registries = {"backbone": BACKBONES, "fusion": FUSIONS}
+        requires = {}
+        for kind, name in self.components():
+            key = f"{kind} {name}"
+            if isinstance(name, str) and name in registries[kind]:
+                owner = registries[kind].get(name).owner
+                if owner in dists:
+                    requires[key] = dists[owner]
+            elif key in self.requires:
+                requires[key] = self.requires[key]
+        self.requires = requires
+
+    def to_json(self) -> str:
+        """The text of ``config.json``."""
         from . import __version__
 
+        return json.dumps({**self.to_dict(), "emozoo_version": __version__}, indent=2) + "\n"
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` into ``directory``, recording the plugins its components come from."""
+        self.record_plugins()
         path = Path(directory) / CONFIG_NAME
-        path.write_text(json.dumps({**self.to_dict(), "emozoo_version": __version__}, indent=2) + "\n")
+        path.write_text(self.to_json())
         return path
 
     @classmethod

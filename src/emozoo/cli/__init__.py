@@ -12,6 +12,10 @@ from ..errors import EmozooError
 class EmozooGroup(click.Group):
     """A click group that shows an :class:`EmozooError` as one line and exits with status 1."""
 
+    def parse_args(self, ctx, args):
+        ctx.meta["emozoo.argv"] = list(args)  # the exact command line, recorded in trained models' recipes
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -27,14 +31,14 @@ def build_cli() -> click.Group:
     """Build the root command group, with plugin commands (``register_commands``) added."""
     from .. import __version__
     from ..plugins import call_register_commands
-    from . import models, plugins
+    from . import hub, models, plugins, train
 
     @click.group(cls=EmozooGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="emozoo")
     def cli():
         """emozoo: facial expression recognition models (EmoXNet, EmoXNetLite) and their plugins."""
 
-    for module in (models, plugins):
+    for module in (models, plugins, train, hub):
         module.register(cli)
     call_register_commands(cli)
     return cli

@@ -1,0 +1,200 @@
+"""``emozoo train``, ``emozoo distill``, ``emozoo ensemble`` and ``emozoo eval``."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from . import echo_json
+
+RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
+                 "target", "augment", "holdout", "limit", "seed", "num_workers", "amp")
+
+
+def recipe_options(f):
+    """The recipe's options; each one left out keeps the value of ``--recipe FILE`` or the default."""
+    opts = [
+        click.option("--recipe", "recipe_file", type=click.Path(exists=True, dir_okay=False),
+                     help="JSON recipe (see recipes/); options given on the command line override it."),
+        click.option("--epochs", type=int), click.option("--batch-size", type=int, help="Global batch size."),
+        click.option("--optimizer", type=click.Choice(["sgd", "adamw"])), click.option("--lr", type=float),
+        click.option("--weight-decay", type=float), click.option("--warmup-epochs", type=float),
+        click.option("--label-smoothing", type=float),
+        click.option("--target", type=click.Choice(["soft", "majority"]),
+                     help="FER+: train on the vote distribution (soft) or the majority label."),
+        click.option("--augment", type=click.Choice(["none", "light", "default", "strong"])),
+        click.option("--holdout", type=float, help="Fraction of the training split held back for fusion fitting."),
+        click.option("--limit", type=int, help="Train on at most N images (smoke runs)."),
+        click.option("--seed", type=int), click.option("--num-workers", type=int),
+        click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA."),
+        click.option("--data", "data_spec", help="Data spec: ferplus, a path, or name:path (see emozoo.data)."),
+        click.option("--split", help="Training split [Training]."),
+        click.option("--val-split", help="Validation split [PublicTest when the data has it]."),
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."),
+        click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out."),
+        click.option("--json", "as_json", is_flag=True, help="Log one JSON object per epoch on stdout."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def load_recipe_file(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a JSON object")
+    return data
+
+
+def _merge(file_data: dict, options: dict):
+    from ..train import Recipe
+
+    values = dict(file_data.get("recipe", {}))
+    values.update({k: v for k, v in options.items() if k in RECIPE_FIELDS and v is not None})
+    return Recipe.from_dict(values)
+
+
+def parse_kv(pairs) -> dict:
+    """``key=value`` pairs; values are JSON when they parse (numbers, lists, true), else strings."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def make_logger(as_json: bool):
+    def log(event: dict):
+        if as_json:
+            click.echo(json.dumps(event))
+        elif event.get("event") == "epoch":
+            val = event["val"]
+            click.echo(f"epoch {event['epoch']}/{event['epochs']}  train loss {event['train']['loss']:.4f} "
+                       f"acc {event['train']['accuracy']:.4f}  val acc {val.get('accuracy', float('nan')):.4f} "
+                       f"f1 {val.get('macro_f1', float('nan')):.4f}  ({event['seconds']}s, "
+                       f"eta {event['eta_seconds'] // 60}m{event['eta_seconds'] % 60:02d}s)", err=True)
+        elif event.get("event") == "resume":
+            click.echo(f"resuming after epoch {event['epoch']} (step {event['step']})", err=True)
+        elif event.get("event") == "done":
+            click.echo(f"saved {event['out']} (val accuracy {event.get('accuracy', float('nan')):.4f})", err=True)
+    return log
+
+
+def command_line() -> str:
+    """The command being run, as typed (recorded in the recipe of what it trains)."""
+    argv = click.get_current_context().meta.get("emozoo.argv", sys.argv[1:])
+    return "emozoo " + " ".join(shlex.quote(a) for a in argv)
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.argument("model", required=False)
+    @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                  help="Argument for the model constructor, e.g. width=0.5 or members='[\"resnet18\"]'.")
+    @recipe_options
+    def train(model, model_args, recipe_file, out_dir, resume, as_json, data_spec, split, val_split, **options):
+        """Train MODEL (a backbone, emoxnetlite, timm/<arch>, ...) on --data; write --out.
+
+        Writes a checkpoint every epoch (--resume continues it) and, at the end, model.safetensors and
+        config.json with the recipe and the validation metrics.
+        """
+        from ..workflows import train_model
+
+        file_data = load_recipe_file(recipe_file)
+        model = model or file_data.get("model")
+        if not model:
+            raise ConfigError("name the model to train (emozoo train resnet18 ...) or give --recipe with a 'model'")
+        args = {**file_data.get("model_args", {}), **parse_kv(model_args)}
+        train_model(model, args, data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
+                    val_split or file_data.get("val_split"), _merge(file_data, options), out_dir, resume=resume,
+                    log=make_logger(as_json), command=command_line())
+
+    @cli.command()
+    @click.option("--teacher", required=False, help="Teacher: a model folder, local-dir:, hf-hub: or a pretrained name.")
+    @click.option("--student", help="Student architecture [emoxnetlite].")
+    @click.option("--student-arg", "student_args", multiple=True, metavar="KEY=VALUE")
+    @click.option("--loss", help="Distillation loss [kd_smooth].")
+    @click.option("--loss-arg", "loss_args", multiple=True, metavar="KEY=VALUE",
+                  help="Loss hyper-parameter, e.g. eps=0.1 T=2 alpha=0.9.")
+    @recipe_options
+    def distill(teacher, student, student_args, loss, loss_args, recipe_file, out_dir, resume, as_json, data_spec,
+                split, val_split, **options):
+        """Distil a --teacher into a --student on --data (teacher outputs cached once)."""
+        from ..workflows import distill_model
+
+        file_data = load_recipe_file(recipe_file)
+        teacher = teacher or file_data.get("teacher")
+        if not teacher:
+            raise ConfigError("give --teacher (a model folder or name) or a --recipe with a 'teacher'")
+        recipe = _merge(file_data, options)
+        recipe.distill_loss = loss or file_data.get("recipe", {}).get("distill_loss") or "kd_smooth"
+        recipe.distill_args = {**file_data.get("recipe", {}).get("distill_args", {}), **parse_kv(loss_args)}
+        distill_model(teacher, student or file_data.get("model", "emoxnetlite"),
+                      {**file_data.get("model_args", {}), **parse_kv(student_args)},
+                      data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
+                      val_split or file_data.get("val_split"), recipe, out_dir, resume=resume,
+                      log=make_logger(as_json), command=command_line())
+
+    @cli.command()
+    @click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+    @click.option("--fusion", default="mean_prob", show_default=True)
+    @click.option("--fusion-arg", "fusion_args", multiple=True, metavar="KEY=VALUE")
+    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+    @click.option("--data", "data_spec", default="ferplus", show_default=True)
+    @click.option("--fit-split", default="Training", show_default=True,
+                  help="Split whose held-back part (the members' --holdout) fits a learned fusion.")
+    @click.option("--val-split", help="Split to report [PublicTest when the data has it].")
+    @click.option("--fit-epochs", default=30, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def ensemble(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, as_json):
+        """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
+
+        A learned fusion is fitted on the part of --fit-split that the members held back
+        (their recipe's holdout), never on validation or test data.
+        """
+        from ..workflows import build_ensemble
+
+        result = build_ensemble(list(members), fusion, parse_kv(fusion_args), out_dir, data_spec, fit_split,
+                                val_split, fit_epochs, log=make_logger(as_json), command=command_line())
+        if as_json:
+            echo_json(result)
+
+    @cli.command("eval")
+    @click.argument("model")
+    @click.option("--data", "data_spec", default="ferplus", show_default=True)
+    @click.option("--split", default="PublicTest", show_default=True)
+    @click.option("--batch-size", default=256, show_default=True)
+    @click.option("--members/--no-members", default=True, help="Also score each member of an ensemble.")
+    @click.option("--plot", type=click.Path(dir_okay=False), help="Write a confusion-matrix PNG.")
+    @click.option("--json", "as_json", is_flag=True)
+    def eval_(model, data_spec, split, batch_size, members, plot, as_json):
+        """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split."""
+        from ..workflows import evaluate_model
+
+        result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
+                                progress=not as_json)
+        if as_json:
+            echo_json(result)
+            return
+        click.echo(f"{result['model']} on {result['data']} {result['split']} ({result['n']} faces)")
+        click.echo(f"accuracy  {result['accuracy']:.4f}\nmacro-F1  {result['macro_f1']:.4f}\nECE       {result['ece']:.4f}")
+        for name, acc in result["per_class_accuracy"].items():
+            click.echo(f"  {name:<10} {acc:.4f}  (n={result['support'][name]})")
+        for name, acc in result.get("members", {}).items():
+            click.echo(f"member {name}: accuracy {acc:.4f}")
+        if plot:
+            click.echo(f"confusion matrix: {plot}")

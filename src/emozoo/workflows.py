@@ -1,0 +1,257 @@
+"""What the training commands do, as functions: train a member, distil, build an ensemble, evaluate.
+
+The CLI in :mod:`emozoo.cli.train` only parses options and calls these.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import Subset
+
+from . import errors
+from ._builder import create
+from ._models import EmoXNet
+from ._registry import DISTILL_LOSSES
+from ._weights import save_pretrained
+from .data import FER2013_SPLITS, eval_transform, open_dataset, train_transform
+from .metrics import classification_metrics, plot_confusion
+from .train import Recipe, _Dist, device_for, fit, holdout_split, predict_logits
+
+Log = Callable[[dict], None]
+
+
+def resolve_model(spec: str, pretrained: bool = True) -> nn.Module:
+    """A model from a folder path, ``local-dir:``/``hf-hub:`` name, or a (pretrained) model name."""
+    if ":" not in spec and Path(spec).is_dir():
+        spec = f"local-dir:{spec}"
+    return create(spec, pretrained=pretrained)
+
+
+def open_split(spec: str, split: str, transform=None, label_names=None, soft: bool = False):
+    """Open ``split`` of the data ``spec``; ``soft`` asks FER+ readers for vote distributions."""
+    kwargs: dict[str, Any] = {"transform": transform, "label_names": label_names}
+    if soft:
+        try:
+            return open_dataset(spec, split, target="soft", **kwargs)
+        except TypeError:  # readers without vote distributions train on their hard labels
+            pass
+    return open_dataset(spec, split, **kwargs)
+
+
+def default_val_split(train_split: str, val_split: str | None) -> str | None:
+    if val_split:
+        return None if val_split == "none" else val_split
+    return "PublicTest" if train_split in FER2013_SPLITS and train_split != "PublicTest" else None
+
+
+def train_indices(n: int, recipe: Recipe) -> list[int]:
+    """Indices a run trains on: the training split less its holdout, cut to ``recipe.limit``."""
+    indices, _ = holdout_split(n, recipe.holdout)
+    if recipe.limit and recipe.limit < len(indices):
+        order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(recipe.seed)).tolist()
+        indices = sorted(indices[i] for i in order[:recipe.limit])
+    return indices
+
+
+def _summary(metrics: dict, split: str, command: str) -> dict:
+    keep = ("accuracy", "macro_f1", "ece", "n", "per_class_accuracy")
+    return {split: {k: metrics[k] for k in keep if k in metrics}, "command": command}
+
+
+def _save_final(model, out_dir, data_spec, split, val_split, recipe: Recipe, command, result, log, extra=None):
+    if not _Dist().main:
+        return
+    metrics = result["metrics"]
+    eval_cmd = f"emozoo eval {out_dir} --data {data_spec} --split {val_split}" if val_split else None
+    save_pretrained(model, out_dir, dataset=f"{data_spec} ({split})",
+                    recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"],
+                            **(extra or {})},
+                    metrics=_summary(metrics, val_split, eval_cmd) if val_split and metrics else {})
+    log({"event": "done", "out": str(out_dir), "accuracy": metrics.get("accuracy", float("nan")),
+         "steps": result["steps"]})
+
+
+def train_model(name: str, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
+                out_dir: str | Path, *, resume: bool = False, log: Log | None = None, command: str = "",
+                progress: bool = True) -> dict:
+    """Train one model (an ensemble member or any architecture) and save it to ``out_dir``."""
+    log = log or (lambda e: None)
+    val_split = default_val_split(split, val_split)
+    probe = open_split(data_spec, split, soft=recipe.target == "soft")
+    torch.manual_seed(recipe.seed)
+    model = create(name, label_names=probe.label_names, **model_args)
+    probe.transform = train_transform(model.config.input, recipe.augment)
+    train_set = Subset(probe, train_indices(len(probe), recipe))
+    val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), model.config.label_names)
+               if val_split else None)
+    result = fit(model, train_set, val_set, recipe, out_dir, resume=resume, log=log, progress=progress)
+    _save_final(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
+    return result
+
+
+def teacher_outputs(teacher: nn.Module, data_spec: str, split: str, indices: list[int], cache: Path,
+                    key: str, progress: bool = True) -> torch.Tensor:
+    """The teacher's logits on the (unaugmented) training images, computed once and cached."""
+    if cache.is_file():
+        stored = load_file(str(cache))
+        if "key" in stored and bytes(stored["key"].tolist()).decode() == key:
+            return stored["logits"]
+    data = Subset(open_split(data_spec, split, eval_transform(teacher.config.input), teacher.config.label_names),
+                  indices)
+    teacher.to(device_for())
+    logits, _ = predict_logits(teacher, data, progress=progress, desc="teacher")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"logits": logits.contiguous(), "key": torch.tensor(list(key.encode()), dtype=torch.uint8)}, str(cache))
+    return logits
+
+
+def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec: str, split: str,
+                  val_split: str | None, recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
+                  log: Log | None = None, command: str = "", progress: bool = True) -> dict:
+    """Distil ``teacher_spec`` into ``student`` with ``recipe.distill_loss`` and save to ``out_dir``."""
+    log = log or (lambda e: None)
+    out_dir = Path(out_dir)
+    val_split = default_val_split(split, val_split)
+    loss_entry = DISTILL_LOSSES.get(recipe.distill_loss or "kd_smooth")
+    try:
+        loss_fn = loss_entry.factory(**recipe.distill_args)
+    except TypeError as exc:
+        raise errors.ConfigError(f"distillation loss {loss_entry.name!r} rejected {recipe.distill_args}: {exc}") from None
+    teacher = resolve_model(teacher_spec).eval()
+    recipe.teacher = teacher_spec
+    labels = teacher.config.label_names
+    train_data = open_split(data_spec, split, label_names=labels, soft=recipe.target == "soft")
+    indices = train_indices(len(train_data), recipe)
+    key = hashlib.sha256(json.dumps([teacher.config.weights_sha256 or teacher_spec, data_spec, split, indices])
+                         .encode()).hexdigest()
+    logits = teacher_outputs(teacher, data_spec, split, indices, out_dir / "checkpoint" / "teacher_logits.safetensors",
+                             key, progress)
+    teacher.cpu()
+    torch.manual_seed(recipe.seed)
+    model = create(student, label_names=labels, **student_args)
+    train_data.transform = train_transform(model.config.input, recipe.augment)
+    val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), labels) if val_split else None)
+    result = fit(model, Subset(train_data, indices), val_set, recipe, out_dir, resume=resume, log=log,
+                 progress=progress, teacher_logits=logits, distill_loss=loss_fn)
+    _save_final(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
+    return result
+
+
+def _as_member(config) -> dict:
+    if config.architecture == "emoxnet":
+        raise errors.ConfigError("an ensemble cannot be a member of another ensemble; give its member folders")
+    if config.architecture == "emoxnetlite":
+        return config.model_args["student"]
+    return {"backbone": config.architecture, "args": dict(config.model_args)}
+
+
+def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_dir: str | Path, data_spec: str,
+                   fit_split: str, val_split: str | None, fit_epochs: int = 30, *, log: Log | None = None,
+                   command: str = "", progress: bool = True) -> dict:
+    """Combine trained members into an EmoXNet, fit a learned fusion on held-back data, evaluate, save."""
+    log = log or (lambda e: None)
+    members = [resolve_model(d) for d in member_dirs]
+    first = members[0].config
+    for d, m in zip(member_dirs, members):
+        if m.config.label_names != first.label_names or m.config.input != first.input:
+            raise errors.ConfigError(f"{d}: its labels or input spec differ from {member_dirs[0]}'s; "
+                                     "ensemble members must share both")
+    model = create("emoxnet", members=[_as_member(m.config) for m in members], fusion=fusion, fusion_args=fusion_args,
+                   label_names=first.label_names)
+    model.config.input = first.input
+    for slot, member in zip(model.members, members):
+        slot.load_state_dict(member.state_dict())
+    recipe: dict[str, Any] = {"command": command, "members": [str(d) for d in member_dirs], "fusion": fusion}
+    if getattr(model.fusion, "trainable", False):
+        holdouts = {m.config.recipe.get("holdout", 0.0) for m in members}
+        if len(holdouts) != 1 or not holdouts.pop() > 0:
+            raise errors.ConfigError(
+                f"fusion {fusion!r} must be fitted on data the members never saw, but the members were trained "
+                f"with holdout fractions {sorted({m.config.recipe.get('holdout', 0.0) for m in members})}. "
+                "Train every member with the same --holdout (e.g. 0.05), or use mean_prob / mean_logit / majority_vote.")
+        holdout = members[0].config.recipe["holdout"]
+        data = open_split(data_spec, fit_split, eval_transform(first.input), first.label_names, soft=True)
+        _, held = holdout_split(len(data), holdout)
+        recipe.update(fit_split=fit_split, holdout=holdout, fit_epochs=fit_epochs, fit_images=len(held))
+        fit_fusion(model, Subset(data, held), fit_epochs, progress)
+    val_split = default_val_split(fit_split, val_split)
+    metrics = {}
+    if val_split:
+        result = evaluate_model(model, data_spec, val_split, members=True, progress=progress)
+        eval_cmd = f"emozoo eval {out_dir} --data {data_spec} --split {val_split}"
+        metrics = {val_split: {k: result[k] for k in ("accuracy", "macro_f1", "ece", "n", "per_class_accuracy",
+                                                      "members")}, "command": eval_cmd}
+    save_pretrained(model, out_dir, dataset=f"{data_spec} ({fit_split})", recipe=recipe, metrics=metrics)
+    log({"event": "done", "out": str(out_dir), "accuracy": metrics.get(val_split, {}).get("accuracy", float("nan"))})
+    return {"out": str(out_dir), "metrics": metrics, "recipe": recipe}
+
+
+@torch.no_grad()
+def _member_outputs(model: EmoXNet, data, progress: bool):
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    model.eval()
+    logits, features, targets = [], [], []
+    for x, y in tqdm(DataLoader(data, batch_size=256), desc="members", disable=not progress, leave=False):
+        z, f = model.forward_members(x)
+        logits.append(z)
+        features.append([t.float() for t in f])
+        targets.append(y)
+    return (torch.cat(logits, 1), [torch.cat([f[i] for f in features]) for i in range(len(model.members))],
+            torch.cat(targets))
+
+
+def fit_fusion(model: EmoXNet, data, epochs: int, progress: bool = True) -> None:
+    """Fit the fusion's parameters on cached member outputs (members frozen), full-batch Adam."""
+    logits, features, targets = _member_outputs(model, data, progress)
+    model.fusion.train()
+    optimizer = torch.optim.Adam(model.fusion.parameters(), lr=0.01, weight_decay=1e-4)
+    for _ in range(epochs * 10):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model.fusion(logits, features), targets)
+        loss.backward()
+        optimizer.step()
+    model.fusion.eval()
+
+
+@torch.no_grad()
+def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_size: int = 256,
+                   members: bool = True, plot: str | None = None, progress: bool = True) -> dict:
+    """Score a model under its dataset's protocol; for an EmoXNet also each member."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
+    model = resolve_model(model) if isinstance(model, str) else model
+    model.eval()
+    data = open_split(data_spec, split, eval_transform(model.config.input), model.config.label_names)
+    fused, per_member, targets = [], [], []
+    for x, y in tqdm(DataLoader(data, batch_size=batch_size), desc="eval", disable=not progress, leave=False):
+        if isinstance(model, EmoXNet):
+            z, f = model.forward_members(x)
+            fused.append(model.fusion(z, f))
+            per_member.append(z)
+        else:
+            fused.append(model(x))
+        targets.append(y)
+    targets_t = torch.cat(targets)
+    labels = model.config.label_names
+    result = {"model": name, "data": data_spec, "split": split,
+              **classification_metrics(torch.cat(fused).softmax(1), targets_t, labels)}
+    if per_member and members:
+        z = torch.cat(per_member, 1)
+        result["members"] = {f"{i}:{n}": (z[i].argmax(1) == targets_t).float().mean().item()
+                             for i, n in enumerate(model.member_names)}
+    if plot:
+        plot_confusion(result["confusion"], labels, plot,
+                       title=f"{name} on {split}: accuracy {result['accuracy']:.4f}")
+    return result

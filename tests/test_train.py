@@ -1,0 +1,218 @@
+"""Training, distillation, ensembling and evaluation, end to end through the CLI."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import emozoo
+from emozoo.cli import build_cli
+from emozoo.data import DEFAULT_FERPLUS_NPZ
+
+TINY = ["--model-arg", "width=0.25"]
+FAST = ["--batch-size", "32", "--num-workers", "0", "--seed", "1"]
+
+
+def cli(*args):
+    result = CliRunner().invoke(build_cli(), [str(a) for a in args])
+    return result
+
+
+def emozoo_cmd(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "emozoo.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kw)
+
+
+@pytest.fixture(scope="module")
+def member(fer_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "member"
+    result = cli("train", "resnet10", *TINY, "--data", fer_csv, "--out", out, "--epochs", 2, "--holdout", 0.2,
+                 "--lr", 0.02, *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_weights_recipe_metrics_and_json_log(member, fer_csv):
+    model = emozoo.create(f"local-dir:{member}", pretrained=True)
+    cfg = model.config
+    assert cfg.architecture == "resnet10" and cfg.model_args == {"width": 0.25}
+    assert cfg.label_names == emozoo.data.FER2013_LABELS
+    assert cfg.recipe["epochs"] == 2 and cfg.recipe["holdout"] == 0.2 and cfg.recipe["command"].startswith("emozoo train")
+    assert cfg.recipe["steps"] == 2 * 8  # 256 of 320 images trained (20% held back), batches of 32
+    assert 0 <= cfg.metrics["PublicTest"]["accuracy"] <= 1
+    assert cfg.metrics["command"] == f"emozoo eval {member} --data {fer_csv} --split PublicTest"
+    history = json.loads((member / "checkpoint" / "checkpoint.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_json_log_lines(fer_csv, tmp_path):
+    result = cli("train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--out", tmp_path / "m",
+                 "--epochs", 1, "--limit", 64, *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]  # progress bars go to stderr
+    assert [e["event"] for e in events] == ["epoch", "done"]
+    assert {"epoch", "step", "train", "val", "eta_seconds"} <= set(events[0])
+    assert events[0]["step"] == 2
+
+
+def test_existing_checkpoint_needs_resume_and_other_architecture_is_refused(member, fer_csv, tmp_path):
+    result = cli("train", "resnet10", *TINY, "--data", fer_csv, "--out", member, "--epochs", 2, *FAST)
+    assert result.exit_code == 1 and "pass --resume" in result.output
+    result = cli("train", "mini_xception", "--data", fer_csv, "--out", member, "--epochs", 2, "--holdout", 0.2,
+                 "--lr", 0.02, *FAST, "--resume")
+    assert result.exit_code == 1 and "another architecture ('resnet10')" in result.output
+
+
+def test_eval_json_and_plot(member, fer_csv, tmp_path):
+    plot = tmp_path / "cm.png"
+    result = cli("eval", member, "--data", fer_csv, "--split", "PublicTest", "--json", "--plot", plot)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["n"] == 64 and set(data) >= {"accuracy", "macro_f1", "ece", "per_class_accuracy", "confusion"}
+    assert sum(map(sum, data["confusion"])) == 64
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = cli("eval", member, "--data", fer_csv, "--split", "PublicTest").output
+    assert "accuracy" in text and "macro-F1" in text
+
+
+def test_ensemble_fits_learned_fusion_on_holdout_only(member, fer_csv, tmp_path):
+    other = tmp_path / "other"
+    assert cli("train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--out", other, "--epochs", 1,
+               "--holdout", 0.2, *FAST).exit_code == 0
+    out = tmp_path / "ens"
+    result = cli("ensemble", member, other, "--fusion", "stacking", "--data", fer_csv, "--out", out, "--fit-epochs", 2,
+                 "--json")
+    assert result.exit_code == 0, result.output
+    model = emozoo.create(f"local-dir:{out}", pretrained=True)
+    assert model.config.architecture == "emoxnet" and model.member_names == ["resnet10", "mini_xception"]
+    assert model.config.recipe["fit_images"] == 64  # 20% of the 320 training rows, none of PublicTest
+    assert set(model.config.metrics["PublicTest"]["members"]) == {"0:resnet10", "1:mini_xception"}
+    # members keep their trained weights exactly
+    single = emozoo.create(f"local-dir:{member}", pretrained=True).eval()
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(model.eval().members[0](x), single(x))
+    # a learned fusion over members that saw all the training data is refused
+    full = tmp_path / "full"
+    assert cli("train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--out", full, "--epochs", 1,
+               *FAST).exit_code == 0
+    result = cli("ensemble", member, full, "--fusion", "learned_weights", "--data", fer_csv, "--out", tmp_path / "x")
+    assert result.exit_code == 1 and "never saw" in result.output
+
+
+def test_distill_caches_teacher_outputs(member, fer_csv, tmp_path, monkeypatch):
+    import emozoo.workflows as wf
+
+    calls = []
+    real = wf.predict_logits
+    monkeypatch.setattr(wf, "predict_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = ["distill", "--teacher", member, "--student", "mini_xception", "--student-arg", "width=0.5",
+            "--loss", "kd_smooth", "--loss-arg", "eps=0.2", "--data", fer_csv, "--epochs", 1, *FAST]
+    out = tmp_path / "student"
+    result = cli(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    cache = out / "checkpoint" / "teacher_logits.safetensors"
+    assert load_file(str(cache))["logits"].shape == (320, 7)
+    model = emozoo.create(f"local-dir:{out}", pretrained=True)
+    assert model.config.recipe["distill_loss"] == "kd_smooth" and model.config.recipe["distill_args"] == {"eps": 0.2}
+    assert model.config.recipe["teacher"] == str(member)
+    result = cli(*args, "--out", out, "--resume", "--epochs", 2)
+    assert result.exit_code == 1 and "another recipe" in result.output  # the resumed recipe must match
+    (out / "checkpoint" / "checkpoint.json").unlink()
+    assert cli(*args, "--out", out).exit_code == 0
+    assert len(calls) == 1  # the second run reused the cached teacher outputs
+
+
+def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(fer_csv, tmp_path):
+    args = ["train", "resnet10", "--model-arg", "width=0.5", "--data", fer_csv, "--epochs", 3, "--val-split", "none",
+            *FAST]
+    full = emozoo_cmd(*args, "--out", tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "emozoo.cli", *map(str, args), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    meta = out / "checkpoint" / "checkpoint.json"
+    deadline = time.time() + 120
+    while not meta.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # well into epoch 2
+    assert proc.poll() is None, "the run finished before it could be killed; make the fixture larger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads(meta.read_text())["epoch"] == 1
+    assert not (out / "model.safetensors").exists()
+    resumed = emozoo_cmd(*args, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = emozoo.create(f"local-dir:{tmp_path / 'full'}", pretrained=True)
+    b = emozoo.create(f"local-dir:{out}", pretrained=True)
+    assert a.config.recipe["steps"] == b.config.recipe["steps"] == 3 * 10
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va.float(), vb.float(), atol=1e-5), k
+
+
+def test_ddp_two_processes_gloo_matches_single_process_steps(member, fer_csv, tmp_path):
+    out = tmp_path / "ddp"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "emozoo.cli", "train", "resnet10", *TINY, "--data", str(fer_csv), "--out", str(out),
+         "--epochs", "2", "--holdout", "0.2", "--lr", "0.02", *FAST],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ddp = emozoo.create(f"local-dir:{out}", pretrained=True)
+    single = emozoo.create(f"local-dir:{member}", pretrained=True)
+    assert ddp.config.recipe["steps"] == single.config.recipe["steps"] == 16
+    assert ddp(torch.randn(2, 1, 48, 48)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "resnet10", "--data", "/nope/fer2013.csv"], "/nope/fer2013.csv: no such file"),
+    (["train", "resnet10", "--data", "ferplus:/nope.npz"], "/nope.npz"),
+    (["train", "resnet10", "--epochs", "0"], "epochs must be at least 1"),
+    (["train", "resnett10"], "Unknown model 'resnett10'"),
+    (["distill", "--teacher", "resnet10"], "no pretrained weights are published for 'resnet10'"),
+])
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    result = cli(*args, "--out", tmp_path / "o")
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_bad_recipe_file(tmp_path):
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps({"model": "resnet10", "recipe": {"epochs": 1, "lerning_rate": 1}}))
+    result = cli("train", "--recipe", bad, "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "unknown key(s) ['lerning_rate']" in result.output
+
+
+def test_recipes_in_the_repo_are_valid():
+    from conftest import REPO
+    from emozoo.train import Recipe
+
+    files = sorted((REPO / "recipes").glob("*.json"))
+    assert files
+    for path in files:
+        data = json.loads(path.read_text())
+        Recipe.from_dict(data["recipe"])
+        emozoo.create(data["model"], **data.get("model_args", {}))
+
+
+@pytest.mark.skipif(not DEFAULT_FERPLUS_NPZ.is_file(), reason="the shared FER+ data file is not here")
+def test_smoke_member_and_distillation_on_real_ferplus(tmp_path):
+    member = tmp_path / "member"
+    result = cli("train", "resnet10", "--model-arg", "width=0.5", "--data", "ferplus", "--out", member, "--epochs", 1,
+                 "--limit", 384, "--holdout", 0.05, *FAST)
+    assert result.exit_code == 0, result.output
+    cfg = emozoo.create(f"local-dir:{member}").config
+    assert cfg.label_names == emozoo.FERPLUS_LABELS and cfg.metrics["PublicTest"]["n"] == 3553
+    student = tmp_path / "student"
+    result = cli("distill", "--teacher", member, "--data", "ferplus", "--out", student, "--epochs", 1,
+                 "--limit", 384, *FAST)
+    assert result.exit_code == 0, result.output
+    cfg = emozoo.create(f"local-dir:{student}").config
+    assert cfg.architecture == "emoxnetlite" and cfg.recipe["distill_loss"] == "kd_smooth"

@@ -216,3 +216,21 @@ def test_count_macs_and_params():
     macs = emozoo.count_macs(model, (1, 48, 48))
     assert 5e6 < macs < 1e8
     assert emozoo.count_macs(model, (1, 96, 96)) > 3 * macs
+
+
+def test_face_transform_follows_the_model_input_spec():
+    import numpy as np
+    from PIL import Image
+
+    gray = emozoo.create("emoxnetlite")
+    colour = emozoo.create("resnet10", in_chans=3, input_size=(112, 112))
+    rgb = np.random.default_rng(0).integers(0, 256, (100, 80, 3), dtype=np.uint8)
+    for face in (Image.fromarray(rgb), rgb, rgb[..., 0], Image.fromarray(rgb).convert("L")):
+        x = emozoo.face_transform(gray)(face)
+        assert x.shape == (1, 48, 48) and x.dtype == torch.float32
+        assert emozoo.face_transform(colour)(face).shape == (3, 112, 112)
+    flat = np.full((48, 48), 255, np.uint8)  # white: (1 - mean) / std after scaling to [0, 1]
+    expected = (1 - emozoo._config.FER_MEAN) / emozoo._config.FER_STD
+    assert torch.allclose(emozoo.face_transform(gray)(flat), torch.full((1, 48, 48), expected), atol=1e-5)
+    with pytest.raises(emozoo.ConfigError, match="emozoo.create"):
+        emozoo.face_transform(torch.nn.Linear(2, 2))

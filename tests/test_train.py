@@ -158,12 +158,19 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(fer_csv, tmp_p
 
 def test_ddp_two_processes_gloo_matches_single_process_steps(member, fer_csv, tmp_path):
     out = tmp_path / "ddp"
-    run = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "emozoo.cli", "train", "resnet10", *TINY, "--data", str(fer_csv), "--out", str(out),
          "--epochs", "2", "--holdout", "0.2", "--lr", "0.02", *FAST],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    finally:  # never leave worker processes behind, even on a timeout
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
     ddp = emozoo.create(f"local-dir:{out}", pretrained=True)
     single = emozoo.create(f"local-dir:{member}", pretrained=True)
     assert ddp.config.recipe["steps"] == single.config.recipe["steps"] == 16

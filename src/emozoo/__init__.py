@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 from ._backbone import BackboneBase, TimmBackbone
 from ._builder import create, face_transform, list_models
 from ._config import FERPLUS_LABELS, InputSpec, ModelConfig
+from ._hub import push_to_hub
 from ._models import EmoXNet
 from ._profile import count_macs, count_params
 from ._weights import load_weights, save_pretrained
@@ -24,7 +25,7 @@ from .hookspecs import hookimpl
 from .plugins import load_plugins
 
 __all__ = [
-    "create", "list_models", "face_transform", "save_pretrained", "load_weights", "ModelConfig", "InputSpec", "FERPLUS_LABELS",
+    "create", "list_models", "face_transform", "push_to_hub", "save_pretrained", "load_weights", "ModelConfig", "InputSpec", "FERPLUS_LABELS",
     "EmoXNet", "count_macs", "count_params",
     "BackboneBase", "TimmBackbone", "register_backbone", "register_fusion", "register_distill_loss",
     "hookimpl", "load_plugins",

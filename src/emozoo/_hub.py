@@ -1,47 +1,271 @@
-"""Hugging Face Hub access (downloads). Every failure becomes a :class:`WeightsError` with a fix."""
+"""Hugging Face Hub access: pull a model repo into the standard cache, push a model in one commit.
+
+A model repo holds ``config.json``, ``model.safetensors`` and a generated ``README.md`` model card, at
+its top level. Downloads go through ``huggingface_hub`` (``HfApi.model_info``, ``hf_hub_download``)
+into the Hugging Face cache, so ``HF_ENDPOINT``, ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
+``HF_TOKEN`` work as usual. Every failure becomes a :class:`WeightsError` whose message names the fix.
+"""
 from __future__ import annotations
 
+import re
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._config import CONFIG_NAME, WEIGHTS_NAME
-from .errors import WeightsError
+from ._config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
+from ._weights import sha256_file
+from .errors import ConfigError, WeightsError
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
+    from torch import nn
 
 LIBRARY_NAME = "emozoo"
-REPO_FILES = [CONFIG_NAME, WEIGHTS_NAME, "README.md"]
+HUB_PREFIX = "hf-hub:"
+CARD_NAME = "README.md"
+REPO_FILES = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def parse_repo(spec: str, revision: str | None = None) -> tuple[str, str | None]:
+    """Split ``[hf-hub:]ORG/NAME[@REVISION]`` into the repo id and the revision (``revision`` if none given)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo_id, at, pinned = spec.removeprefix(HUB_PREFIX).partition("@")
+    if at and not pinned:
+        raise ConfigError(f"{spec!r}: nothing after '@'; write ORG/NAME@REVISION (a branch, tag or commit sha)")
+    if pinned and revision and pinned != revision:
+        raise ConfigError(f"{spec!r} pins revision {pinned!r} but revision={revision!r} was also given; give one")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ConfigError(f"{spec!r} is not a Hub repo: {_first_line(exc)} Write ORG/NAME[@REVISION].") from None
+    return repo_id, pinned or revision
 
 
 def download(repo_id: str, revision: str | None = None, local_files_only: bool = False) -> Path:
-    """Fetch a model repo into the standard Hugging Face cache and return its snapshot folder."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    """Fetch a model repo into the standard Hugging Face cache and return its snapshot folder.
 
-    from . import __version__
+    A branch or tag is resolved to its commit with one API call, and every file is then fetched at
+    that commit, so a snapshot never mixes two commits; a commit sha already in the cache loads
+    without network. With ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` only the cache is read.
+    The weights' sha256 is checked against ``config.json``; a copy that does not match is removed
+    from the cache. An interrupted download leaves no partial file behind, so a retry starts clean.
+    """
+    from huggingface_hub import constants
 
-    try:
-        path = snapshot_download(repo_id, revision=revision, allow_patterns=REPO_FILES,
-                                 local_files_only=local_files_only, library_name=LIBRARY_NAME,
-                                 library_version=__version__)
-    except RepositoryNotFoundError:
-        raise WeightsError(f"Hub repo {repo_id!r} not found (or private: pass a token / run `hf auth login`)") from None
-    except RevisionNotFoundError:
-        raise WeightsError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
-    except LocalEntryNotFoundError:
+    offline = local_files_only or constants.is_offline_mode()
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    folder = _from_cache(repo_id, revision) if offline or _COMMIT.fullmatch(revision or "") else None
+    if folder is None and offline:
         raise WeightsError(
-            f"{repo_id!r} is not in the Hugging Face cache and the Hub cannot be reached (offline or "
-            f"HF_HUB_OFFLINE=1). Connect and run `emozoo pull {repo_id}` once; it then loads offline."
-        ) from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise WeightsError(f"downloading {repo_id!r} failed: {exc}. Nothing partial was kept; try again.") from None
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
-        raise WeightsError(f"Hub repo {repo_id!r} has no {CONFIG_NAME} + {WEIGHTS_NAME}: not an emozoo model repo")
-    return path
+            f"{where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and downloads are off "
+            f"(HF_HUB_OFFLINE=1 or local_files_only). Run `emozoo pull {where}` once with a connection "
+            "and HF_HUB_OFFLINE unset; it then loads offline.")
+    if folder is None:
+        try:
+            folder = _from_hub(repo_id, revision)
+        except _hub_errors() as exc:
+            raise _download_error(exc, repo_id, revision) from None
+    _verify(folder, where)
+    return folder
 
 
 def cached(repo_id: str, revision: str | None = None) -> Path | None:
     """The cached snapshot of ``repo_id`` if it is complete, else ``None`` (never touches the network)."""
     try:
         return download(repo_id, revision, local_files_only=True)
-    except WeightsError:
+    except (WeightsError, ConfigError):
         return None
+
+
+def pull(spec: str, revision: str | None = None) -> Path:
+    """Download ``ORG/NAME[@REVISION]`` and check that it builds and loads; return its snapshot folder."""
+    from ._builder import LOCAL_PREFIX, create
+
+    repo_id, revision = parse_repo(spec, revision)
+    folder = download(repo_id, revision)
+    create(f"{LOCAL_PREFIX}{folder}", pretrained=True)
+    return folder
+
+
+def push_to_hub(model_or_dir: "nn.Module | str | Path", repo_id: str, *, revision: str | None = None,
+                private: bool = False, token: str | None = None, commit_message: str | None = None) -> "CommitInfo":
+    """Publish a model to the Hub repo ``repo_id`` in one commit: weights, config and model card.
+
+    ``model_or_dir`` is a model made by :func:`emozoo.create`, a folder written by
+    :func:`emozoo.save_pretrained` (also as ``local-dir:PATH``) or the name of published weights.
+    The folder is validated first (config parses, weights match the architecture and the config's
+    sha256) and nothing is sent if that fails. The commit holds ``model.safetensors``,
+    ``config.json`` (with ``weights_sha256`` and the plugin packages in ``requires`` filled in) and a
+    ``README.md`` generated from the config. ``revision`` commits to that branch, created from
+    ``main`` if missing. Returns huggingface_hub's ``CommitInfo`` (``oid``, ``commit_url``).
+    """
+    from ._builder import LOCAL_PREFIX, create
+    from ._modelcard import model_card
+    from ._profile import count_params
+
+    with tempfile.TemporaryDirectory(prefix="emozoo-push-") as tmp:
+        folder = _staged(model_or_dir, Path(tmp))
+        model = create(f"{LOCAL_PREFIX}{folder}", pretrained=True)  # config, architecture, tensors, sha256
+        config = model.config
+        config.weights_sha256 = config.weights_sha256 or sha256_file(folder / WEIGHTS_NAME)
+        config.record_plugins()
+        card = model_card(config, repo_id, params=count_params(model))
+        return _commit(repo_id, folder / WEIGHTS_NAME, config, card, revision=revision, private=private,
+                       token=token, commit_message=commit_message)
+
+
+def _staged(model_or_dir, tmp: Path) -> Path:
+    """The folder to push: the given one, or ``tmp`` holding a model saved by save_pretrained."""
+    from torch import nn
+
+    from ._builder import LOCAL_PREFIX, create
+    from ._weights import save_pretrained
+
+    if isinstance(model_or_dir, nn.Module):
+        return save_pretrained(model_or_dir, tmp)
+    text = str(model_or_dir)
+    folder = Path(text.removeprefix(LOCAL_PREFIX)).expanduser()
+    if folder.is_dir():
+        return folder
+    if isinstance(model_or_dir, Path) or text.startswith(LOCAL_PREFIX) or (
+            "/" in text and not text.startswith((HUB_PREFIX, "timm/"))):
+        raise WeightsError(f"{folder}: no such folder; push a folder written by emozoo.save_pretrained()")
+    return save_pretrained(create(text, pretrained=True), tmp)
+
+
+def _commit(repo_id: str, weights: Path, config: ModelConfig, card: str, *, revision, private, token,
+            commit_message) -> "CommitInfo":
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from . import __version__
+
+    operations = [
+        CommitOperationAdd(WEIGHTS_NAME, str(weights)),
+        CommitOperationAdd(CONFIG_NAME, config.to_json().encode()),
+        CommitOperationAdd(CARD_NAME, card.encode()),
+    ]
+    message = commit_message or f"Upload {config.name or config.architecture} with emozoo {__version__}"
+    api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
+    try:
+        api.create_repo(repo_id, private=private or None, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        return api.create_commit(repo_id, operations, commit_message=message, revision=revision)
+    except _hub_errors() as exc:
+        raise _push_error(exc, repo_id) from None
+
+
+def _from_cache(repo_id: str, revision: str | None) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    paths = [try_to_load_from_cache(repo_id, name, revision=revision) for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    return Path(paths[0]).parent if all(isinstance(p, str) for p in paths) else None
+
+
+def _from_hub(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import HfApi, constants, hf_hub_download
+
+    from . import __version__
+
+    api = HfApi(library_name=LIBRARY_NAME, library_version=__version__)
+    info = api.model_info(repo_id, revision=revision or constants.DEFAULT_REVISION,
+                          timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    present = {s.rfilename for s in info.siblings or []}
+    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if name not in present]
+    if missing:
+        raise WeightsError(f"Hub repo {repo_id!r} has no {' or '.join(missing)} at {info.sha}: not an emozoo "
+                           "model repo (publish one with `emozoo push`)")
+    paths = [hf_hub_download(repo_id, name, revision=info.sha, etag_timeout=constants.HF_HUB_ETAG_TIMEOUT,
+                             library_name=LIBRARY_NAME, library_version=__version__)
+             for name in REPO_FILES if name in present]
+    folder = Path(paths[0]).parent
+    if revision != info.sha:
+        _remember_ref(folder, revision or constants.DEFAULT_REVISION)
+    return folder
+
+
+def _remember_ref(snapshot: Path, revision: str) -> None:
+    """Point ``refs/<revision>`` at the snapshot's commit (the cache layout huggingface_hub reads offline).
+
+    Written only once every file is in place, so a branch name never resolves to a partial snapshot.
+    """
+    ref = snapshot.parents[1] / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(ref.name + ".tmp")
+    tmp.write_text(snapshot.name)
+    tmp.replace(ref)
+
+
+def _verify(folder: Path, where: str) -> None:
+    """Refuse (and evict from the cache) weights whose sha256 is not the one config.json records."""
+    expected = ModelConfig.load(folder).weights_sha256
+    weights = folder / WEIGHTS_NAME
+    if expected and sha256_file(weights) != expected:
+        blob = weights.resolve()
+        weights.unlink()
+        blob.unlink(missing_ok=True)
+        raise WeightsError(
+            f"{where}: the downloaded {WEIGHTS_NAME} does not have the sha256 {expected} that its config.json "
+            "records; the corrupt copy was removed from the cache. Try again; if it persists, the repo itself "
+            "is inconsistent and must be pushed again.")
+
+
+def _download_error(exc: Exception, repo_id: str, revision: str | None) -> WeightsError:
+    """A failed download (huggingface_hub or transport error) as a one-line WeightsError with the fix."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    retry = "Nothing partial was kept in the cache; try again."
+    if isinstance(exc, RevisionNotFoundError):
+        return WeightsError(f"Hub repo {repo_id!r} has no revision {revision!r} (a branch, tag or commit sha)")
+    if isinstance(exc, RepositoryNotFoundError):
+        return WeightsError(f"Hub repo {where!r} not found at {constants.ENDPOINT}, or it is private or gated: "
+                            "check the name and revision, or log in (`hf auth login` or HF_TOKEN)")
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        return WeightsError(f"downloading {where} failed: {constants.ENDPOINT} answered HTTP "
+                            f"{exc.response.status_code}. {retry}")
+    if isinstance(exc, _httpx().TimeoutException):
+        return WeightsError(f"downloading {where} from {constants.ENDPOINT} timed out (no answer within "
+                            f"HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT} s / HF_HUB_DOWNLOAD_TIMEOUT="
+                            f"{constants.HF_HUB_DOWNLOAD_TIMEOUT} s). {retry}")
+    return WeightsError(f"downloading {where} from {constants.ENDPOINT} failed ({type(exc).__name__}: "
+                        f"{_first_line(exc)}). {retry}")
+
+
+def _push_error(exc: Exception, repo_id: str) -> WeightsError:
+    """A failed push as a one-line WeightsError with the fix."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(exc, OfflineModeIsEnabled):
+        return WeightsError(f"pushing to {repo_id!r} needs the network: unset HF_HUB_OFFLINE")
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, HfHubHTTPError) and status in (401, 403):
+        return WeightsError(f"the Hub refused to let you write to {repo_id!r} (HTTP {status}): log in with "
+                            "`hf auth login`, set HF_TOKEN or pass a token with write access to that namespace")
+    return WeightsError(f"pushing to {repo_id!r} at {constants.ENDPOINT} failed ({type(exc).__name__}: "
+                        f"{_first_line(exc)}). Nothing was committed; try again.")
+
+
+def _httpx():
+    """The HTTP client module huggingface_hub uses (httpx2 from version 2, httpx before)."""
+    try:
+        import httpx2
+        return httpx2
+    except ImportError:
+        import httpx
+        return httpx
+
+
+def _hub_errors() -> tuple[type[Exception], ...]:
+    """What huggingface_hub raises when the Hub or the connection fails."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (HfHubHTTPError, OSError, _httpx().HTTPError)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -52,7 +52,8 @@ def plot_confusion(confusion: Sequence[Sequence[int]], label_names: Sequence[str
 
         raise EmozooError("plots need matplotlib: pip install 'emozoo[plot]'") from None
     cm = torch.tensor(confusion, dtype=torch.float64)
-    norm = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    norm = (cm / cm.sum(1, keepdim=True).clamp(min=1)).numpy()
+    cm = cm.numpy()
     fig, ax = plt.subplots(figsize=(1 + 0.8 * len(label_names), 0.8 + 0.8 * len(label_names)))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(label_names)), label_names, rotation=45, ha="right")

@@ -89,6 +89,7 @@ def test_ensemble_fits_learned_fusion_on_holdout_only(member, fer_csv, tmp_path)
     result = cli("ensemble", member, other, "--fusion", "stacking", "--data", fer_csv, "--out", out, "--fit-epochs", 2,
                  "--json")
     assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["recipe"]["fusion"] == "stacking"  # --json: one JSON document on stdout
     model = emozoo.create(f"local-dir:{out}", pretrained=True)
     assert model.config.architecture == "emoxnet" and model.member_names == ["resnet10", "mini_xception"]
     assert model.config.recipe["fit_images"] == 64  # 20% of the 320 training rows, none of PublicTest

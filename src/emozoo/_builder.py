@@ -36,6 +36,12 @@ def _known_names() -> list[str]:
     return [*list_models(), *PRETRAINED]
 
 
+def check_model_name(name: str) -> None:
+    """Raise :class:`UnknownModelError` unless ``name`` (``arch``, ``arch.tag`` or a prefixed name) can exist."""
+    if not name.startswith((LOCAL_PREFIX, HUB_PREFIX, TIMM_PREFIX)):
+        _check_architecture(name.partition(".")[0])
+
+
 def _check_architecture(arch: str) -> None:
     if arch in ENSEMBLE_ARCHS or arch.startswith(TIMM_PREFIX) or arch in BACKBONES:
         return

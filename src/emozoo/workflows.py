@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from . import errors
-from ._builder import create
+from ._builder import check_model_name, create
 from ._models import EmoXNet
 from ._registry import DISTILL_LOSSES
 from ._weights import save_pretrained
@@ -84,6 +84,7 @@ def train_model(name: str, model_args: dict, data_spec: str, split: str, val_spl
                 progress: bool = True) -> dict:
     """Train one model (an ensemble member or any architecture) and save it to ``out_dir``."""
     log = log or (lambda e: None)
+    check_model_name(name)  # before reading any data
     val_split = default_val_split(split, val_split)
     probe = open_split(data_spec, split, soft=recipe.target == "soft")
     torch.manual_seed(recipe.seed)

@@ -169,8 +169,8 @@ def register(cli: click.Group) -> None:
         from ..workflows import build_ensemble
 
         result = build_ensemble(list(members), fusion, parse_kv(fusion_args), out_dir, data_spec, fit_split,
-                                val_split, fit_epochs, log=make_logger(as_json), command=command_line())
-        if as_json:
+                                val_split, fit_epochs, log=make_logger(False), command=command_line())
+        if as_json:  # the whole result as one JSON document; progress and the summary line go to stderr
             echo_json(result)
 
     @cli.command("eval")

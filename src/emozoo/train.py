@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from . import errors
 from ._checkpoint import CKPT_META, load_checkpoint, save_checkpoint
@@ -98,7 +98,8 @@ class Indexed(Dataset):
         return image, target, i
 
 
-def device_for(recipe: Recipe | None = None) -> torch.device:
+def device_for() -> torch.device:
+    """The local CUDA device when there is one (under torchrun: this process's), else the CPU."""
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
         return torch.device("cuda", local)
@@ -177,7 +178,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
 
     out_dir = Path(out_dir) / "checkpoint"
     dist = _Dist()
-    device = device_for(recipe)
+    device = device_for()
     log = log or (lambda event: None)
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ optimizer and RNG state restored, so an interrupted run ends exactly where an un
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -269,11 +268,3 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
                  "eta_seconds": round((recipe.epochs - epoch - 1) * (time.time() - t0))})
         dist.barrier()
     return {"metrics": metrics, "history": history, "steps": step}
-
-
-def read_history(out_dir: str | Path) -> dict[str, Any]:
-    """The checkpoint metadata of a (possibly unfinished) run."""
-    path = Path(out_dir) / "checkpoint" / CKPT_META
-    if not path.is_file():
-        raise errors.WeightsError(f"{out_dir}: no {CKPT_META}")
-    return json.loads(path.read_text())

@@ -61,20 +61,20 @@ def train_indices(n: int, recipe: Recipe) -> list[int]:
     return indices
 
 
-def _summary(metrics: dict, split: str, command: str) -> dict:
-    keep = ("accuracy", "macro_f1", "ece", "n", "per_class_accuracy")
-    return {split: {k: metrics[k] for k in keep if k in metrics}, "command": command}
+def _summary(metrics: dict, data_spec: str, split: str, out_dir) -> dict:
+    """The ``metrics`` stored in ``config.json``: the split's scores and the command that reproduces them."""
+    keep = ("accuracy", "macro_f1", "ece", "n", "per_class_accuracy", "members")
+    return {split: {k: metrics[k] for k in keep if k in metrics},
+            "command": f"emozoo eval {out_dir} --data {data_spec} --split {split}"}
 
 
-def _save_final(model, out_dir, data_spec, split, val_split, recipe: Recipe, command, result, log, extra=None):
+def _save_final(model, out_dir, data_spec, split, val_split, recipe: Recipe, command, result, log):
     if not _Dist().main:
         return
     metrics = result["metrics"]
-    eval_cmd = f"emozoo eval {out_dir} --data {data_spec} --split {val_split}" if val_split else None
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({split})",
-                    recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"],
-                            **(extra or {})},
-                    metrics=_summary(metrics, val_split, eval_cmd) if val_split and metrics else {})
+                    recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"]},
+                    metrics=_summary(metrics, data_spec, val_split, out_dir) if val_split and metrics else {})
     log({"event": "done", "out": str(out_dir), "accuracy": metrics.get("accuracy", float("nan")),
          "steps": result["steps"]})
 
@@ -187,22 +187,21 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
     metrics = {}
     if val_split:
         result = evaluate_model(model, data_spec, val_split, members=True, progress=progress)
-        eval_cmd = f"emozoo eval {out_dir} --data {data_spec} --split {val_split}"
-        metrics = {val_split: {k: result[k] for k in ("accuracy", "macro_f1", "ece", "n", "per_class_accuracy",
-                                                      "members")}, "command": eval_cmd}
+        metrics = _summary(result, data_spec, val_split, out_dir)
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({fit_split})", recipe=recipe, metrics=metrics)
     log({"event": "done", "out": str(out_dir), "accuracy": metrics.get(val_split, {}).get("accuracy", float("nan"))})
     return {"out": str(out_dir), "metrics": metrics, "recipe": recipe}
 
 
 @torch.no_grad()
-def _member_outputs(model: EmoXNet, data, progress: bool):
+def _member_outputs(model: EmoXNet, data, progress: bool, batch_size: int = 256):
+    """Every member's logits ``(M, N, C)`` and features over ``data`` in one pass, and the targets."""
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     model.eval()
     logits, features, targets = [], [], []
-    for x, y in tqdm(DataLoader(data, batch_size=256), desc="members", disable=not progress, leave=False):
+    for x, y in tqdm(DataLoader(data, batch_size=batch_size), desc="members", disable=not progress, leave=False):
         z, f = model.forward_members(x)
         logits.append(z)
         features.append([t.float() for t in f])
@@ -228,29 +227,21 @@ def fit_fusion(model: EmoXNet, data, epochs: int, progress: bool = True) -> None
 def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_size: int = 256,
                    members: bool = True, plot: str | None = None, progress: bool = True) -> dict:
     """Score a model under its dataset's protocol; for an EmoXNet also each member."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
     model = resolve_model(model) if isinstance(model, str) else model
     model.eval()
     data = open_split(data_spec, split, eval_transform(model.config.input), model.config.label_names)
-    fused, per_member, targets = [], [], []
-    for x, y in tqdm(DataLoader(data, batch_size=batch_size), desc="eval", disable=not progress, leave=False):
-        if isinstance(model, EmoXNet):
-            z, f = model.forward_members(x)
-            fused.append(model.fusion(z, f))
-            per_member.append(z)
-        else:
-            fused.append(model(x))
-        targets.append(y)
-    targets_t = torch.cat(targets)
+    member_logits = None
+    if isinstance(model, EmoXNet):
+        member_logits, features, targets = _member_outputs(model, data, progress, batch_size)
+        fused = model.fusion(member_logits, features)
+    else:
+        fused, targets = predict_logits(model, data, batch_size, progress=progress, desc="eval")
     labels = model.config.label_names
     result = {"model": name, "data": data_spec, "split": split,
-              **classification_metrics(torch.cat(fused).softmax(1), targets_t, labels)}
-    if per_member and members:
-        z = torch.cat(per_member, 1)
-        result["members"] = {f"{i}:{n}": (z[i].argmax(1) == targets_t).float().mean().item()
+              **classification_metrics(fused.softmax(1), targets, labels)}
+    if member_logits is not None and members:
+        result["members"] = {f"{i}:{n}": (member_logits[i].argmax(1) == targets).float().mean().item()
                              for i, n in enumerate(model.member_names)}
     if plot:
         plot_confusion(result["confusion"], labels, plot,

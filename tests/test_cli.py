@@ -49,7 +49,7 @@ def test_info_text_and_json(run):
 def test_unknown_name_is_one_clear_line(run):
     result = run("info", "emoxnett")
     assert result.exit_code == 1
-    assert result.output.strip() == ("Error: Unknown model 'emoxnett'. Did you mean: emoxnet, emoxnetlite? "
+    assert result.output.strip() == ("Error: Unknown model 'emoxnett'. Did you mean: emoxnet, emoxnetlite, emoxnet.ferplus? "
                                      "`emozoo models list` shows them; timm architectures work as 'timm/<name>'.")
     assert "Traceback" not in result.output
 

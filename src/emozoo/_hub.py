@@ -90,7 +90,8 @@ def pull(spec: str, revision: str | None = None) -> Path:
 
 
 def push_to_hub(model_or_dir: "nn.Module | str | Path", repo_id: str, *, revision: str | None = None,
-                private: bool = False, token: str | None = None, commit_message: str | None = None) -> "CommitInfo":
+                private: bool = False, token: str | None = None, commit_message: str | None = None,
+                notes: str | None = None, license: str | None = None) -> "CommitInfo":
     """Publish a model to the Hub repo ``repo_id`` in one commit: weights, config and model card.
 
     ``model_or_dir`` is a model made by :func:`emozoo.create`, a folder written by
@@ -98,22 +99,55 @@ def push_to_hub(model_or_dir: "nn.Module | str | Path", repo_id: str, *, revisio
     The folder is validated first (config parses, weights match the architecture and the config's
     sha256) and nothing is sent if that fails. The commit holds ``model.safetensors``,
     ``config.json`` (with ``weights_sha256`` and the plugin packages in ``requires`` filled in) and a
-    ``README.md`` generated from the config. ``revision`` commits to that branch, created from
-    ``main`` if missing. Returns huggingface_hub's ``CommitInfo`` (``oid``, ``commit_url``).
+    ``README.md`` generated from the config, with ``notes`` (Markdown) added as its own section;
+    ``license`` (an SPDX id) sets the config's licence field.
+    ``revision`` commits to that branch, created from ``main`` if missing. Returns
+    huggingface_hub's ``CommitInfo`` (``oid``, ``commit_url``).
     """
+    with tempfile.TemporaryDirectory(prefix="emozoo-push-") as tmp:
+        weights, config, card = _prepare(model_or_dir, repo_id, Path(tmp), notes, license)
+        return _commit(repo_id, weights, config, card, revision=revision, private=private,
+                       token=token, commit_message=commit_message)
+
+
+def write_repo(model_or_dir: "nn.Module | str | Path", repo_id: str, out_dir: str | Path, *,
+               notes: str | None = None, license: str | None = None) -> Path:
+    """Write into ``out_dir`` exactly the files that :func:`push_to_hub` would commit to ``repo_id``.
+
+    This is how the weights shipped inside emozoo (``emozoo/weights/<arch.tag>/``) are made: a local
+    mirror of the Hub repo, byte for byte, so ``pretrained=True`` works offline on a fresh clone.
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="emozoo-repo-") as tmp:
+        weights, config, card = _prepare(model_or_dir, repo_id, Path(tmp), notes, license)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if weights.resolve() != (out_dir / WEIGHTS_NAME).resolve():
+            shutil.copyfile(weights, out_dir / WEIGHTS_NAME)
+        (out_dir / CONFIG_NAME).write_text(config.to_json())
+        (out_dir / CARD_NAME).write_text(card)
+    return out_dir
+
+
+def _prepare(model_or_dir, repo_id: str, tmp: Path, notes: str | None,
+             license: str | None) -> tuple[Path, ModelConfig, str]:
+    """Validate what is to be published; return its weights file, the config to publish and the card."""
     from ._builder import LOCAL_PREFIX, create
     from ._modelcard import model_card
     from ._profile import count_params
 
-    with tempfile.TemporaryDirectory(prefix="emozoo-push-") as tmp:
-        folder = _staged(model_or_dir, Path(tmp))
-        model = create(f"{LOCAL_PREFIX}{folder}", pretrained=True)  # config, architecture, tensors, sha256
-        config = model.config
-        config.weights_sha256 = config.weights_sha256 or sha256_file(folder / WEIGHTS_NAME)
-        config.record_plugins()
-        card = model_card(config, repo_id, params=count_params(model))
-        return _commit(repo_id, folder / WEIGHTS_NAME, config, card, revision=revision, private=private,
-                       token=token, commit_message=commit_message)
+    folder = _staged(model_or_dir, tmp)
+    model = create(f"{LOCAL_PREFIX}{folder}", pretrained=True)  # config, architecture, tensors, sha256
+    config = model.config
+    config.weights_sha256 = config.weights_sha256 or sha256_file(folder / WEIGHTS_NAME)
+    config.record_plugins()
+    config.license = license or config.license
+    published = repo_id.rsplit("/", 1)[-1]
+    if config.name is None and published.startswith(config.architecture + "."):
+        config.name = published  # the repo emozoo/emoxnetlite.ferplus publishes emoxnetlite.ferplus
+    card = model_card(config, repo_id, params=count_params(model), notes=notes)
+    return folder / WEIGHTS_NAME, config, card
 
 
 def _staged(model_or_dir, tmp: Path) -> Path:

@@ -43,6 +43,10 @@ class PretrainedCfg:
 #: Published weights, first tag of an architecture = its default. Filled as models are trained.
 PRETRAINED: dict[str, PretrainedCfg] = {
     cfg.name: cfg for cfg in (
+        PretrainedCfg("emoxnetlite.ferplus", "emozoo/emoxnetlite.ferplus",
+                      "EmoXNetLite (ResNet-10 width 0.5) distilled on FER+; 8 expressions from 48x48 grayscale faces"),
+        PretrainedCfg("emoxnet.ferplus", "emozoo/emoxnet.ferplus",
+                      "EmoXNet ensemble trained on FER+; 8 expressions from 48x48 grayscale faces"),
     )
 }
 

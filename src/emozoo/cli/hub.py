@@ -12,17 +12,30 @@ def register(cli: click.Group) -> None:
     @click.option("--private", is_flag=True, help="Create the repo private.")
     @click.option("--token", help="Hub token with write access (default: HF_TOKEN or `hf auth login`).")
     @click.option("--message", "-m", "commit_message", help="Commit message.")
-    def push(model_or_dir, repo_id, revision, private, token, commit_message):
+    @click.option("--notes", type=click.Path(exists=True, dir_okay=False),
+                  help="Markdown file added to the model card (e.g. what was tried and what it gave).")
+    @click.option("--license", "license_", metavar="SPDX", help="Licence of the weights, e.g. apache-2.0.")
+    @click.option("--to-dir", type=click.Path(file_okay=False),
+                  help="Write the repo's files into this folder instead of uploading them.")
+    def push(model_or_dir, repo_id, revision, private, token, commit_message, notes, license_, to_dir):
         """Publish MODEL_OR_DIR (a save_pretrained folder or published weights' name) in one commit.
 
         The commit holds model.safetensors, config.json (with the weights' sha256) and a generated
-        README.md model card. Nothing is sent unless the folder validates.
+        README.md model card. Nothing is sent unless the folder validates. With --to-dir the same
+        three files are written to a folder instead (how emozoo's shipped weights are made).
         """
-        from .._hub import push_to_hub
+        from pathlib import Path
 
+        from .._hub import push_to_hub, write_repo
+
+        notes_text = Path(notes).read_text() if notes else None
+        if to_dir:
+            folder = write_repo(model_or_dir, repo_id, to_dir, notes=notes_text, license=license_)
+            click.echo(f"wrote {repo_id}'s files into {folder}")
+            return
         _quiet_hub()
         info = push_to_hub(model_or_dir, repo_id, revision=revision, private=private, token=token,
-                           commit_message=commit_message)
+                           commit_message=commit_message, notes=notes_text, license=license_)
         click.echo(f"pushed {repo_id}@{info.oid}: {info.commit_url}")
         click.echo(f'load it: emozoo.create("hf-hub:{repo_id}@{info.oid}", pretrained=True)')
 

@@ -55,9 +55,12 @@ def register(cli: click.Group) -> None:
             f"std {inp['std']}, face-crop margin {inp['crop_margin']}",
             f"weights:       {data['weights']}",
         ]
-        if data["metrics"]:
-            lines.append("metrics:       " + ", ".join(f"{k}={v}" for k, v in data["metrics"].items()
-                                                   if not isinstance(v, (dict, list))))
+        for split, m in data["metrics"].items():
+            if isinstance(m, dict) and "accuracy" in m:
+                extra = f", macro-F1 {m['macro_f1']:.4f}" if "macro_f1" in m else ""
+                lines.append(f"{split + ':':<15}accuracy {m['accuracy']:.4f}{extra} ({m.get('n', '?')} images)")
+        if data["metrics"].get("command"):
+            lines.append(f"measured with: {data['metrics']['command']}")
         click.echo("\n".join(lines))
 
 

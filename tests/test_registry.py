@@ -8,7 +8,7 @@ from torch import nn
 
 import emozoo
 from emozoo import hookspecs, plugins
-from emozoo._registry import BACKBONES, DISTILL_LOSSES, FUSIONS
+from emozoo._registry import BACKBONES, DISTILL_LOSSES, FACE_DETECTORS, FUSIONS
 
 
 class TinyNet(emozoo.BackboneBase):
@@ -34,6 +34,7 @@ def test_builtins_are_registered_through_the_hooks():
     assert set(names["emozoo.builtins.fusion"].registered["fusion"]) == {
         "mean_prob", "mean_logit", "learned_weights", "stacking", "majority_vote"}
     assert set(names["emozoo.builtins.distill"].registered["distillation loss"]) >= {"kd", "kd_smooth", "dist"}
+    assert set(names["emozoo.builtins.detectors"].registered["face detector"]) == {"haar", "full"}
     for name in ("resnet18", "vgg13"):
         assert BACKBONES.get(name).owner == "emozoo.builtins.backbones"
 
@@ -83,6 +84,7 @@ def test_duplicate_from_a_plugin_is_refused_and_rolled_back(plugin):
     (BACKBONES, emozoo.UnknownBackboneError, "resnet19"),
     (FUSIONS, emozoo.UnknownFusionError, "mean_probs"),
     (DISTILL_LOSSES, emozoo.UnknownDistillLossError, "kd_smoth"),
+    (FACE_DETECTORS, emozoo.UnknownFaceDetectorError, "hair"),
 ])
 def test_unknown_names_list_close_matches(registry, error, name):
     with pytest.raises(error) as info:
@@ -165,7 +167,8 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) 
 
 
 def test_every_hookspec_is_documented_and_tested():
-    assert set(HOOKS) == {"register_backbones", "register_fusions", "register_distill_losses", "register_commands"}
+    assert set(HOOKS) == {"register_backbones", "register_fusions", "register_distill_losses",
+                          "register_face_detectors", "register_commands"}
     for name in HOOKS:
         doc = inspect.getdoc(getattr(hookspecs, name))
         assert doc and len(doc) > 40, f"hookspec {name} needs a docstring"
@@ -216,6 +219,40 @@ def test_hook_register_distill_losses(plugin):
     plugin(P(), "p_losses")
     loss = DISTILL_LOSSES.get("l1").factory()
     assert loss(torch.ones(2, 3), torch.zeros(2, 3), torch.tensor([0, 1])).item() == 1.0
+
+
+def test_hook_register_face_detectors(plugin):
+    class Centre:
+        """The middle half of the image."""
+
+        def __init__(self, score=0.5):
+            self.score = score
+
+        def detect(self, image):
+            h, w = image.shape[:2]
+            return [emozoo.Face((w / 4, h / 4, 3 * w / 4, 3 * h / 4), self.score)]
+
+    class P:
+        @emozoo.hookimpl
+        def register_face_detectors(self, register):
+            register("centre", Centre)
+
+    assert emozoo.create_detector("auto").__class__.__name__ == "HaarDetector"   # no blazeface here
+    plugin(P(), "p_detectors")
+    assert FACE_DETECTORS.get("centre").owner == "p_detectors" and "centre" in emozoo.list_detectors()
+    assert emozoo.create_detector("centre", score=0.9).detect(torch.zeros(8, 4, 3).numpy())[0].box == (1, 2, 3, 6)
+    pred = emozoo.predict(torch.zeros(40, 40, 3, dtype=torch.uint8).numpy(), emozoo.create("emoxnetlite"), "centre")[0]
+    assert pred.faces[0].box == (10, 10, 30, 30) and pred.faces[0].confidence == 0.5
+
+
+def test_auto_detector_prefers_blazeface_when_registered(plugin):
+    class P:
+        @emozoo.hookimpl
+        def register_face_detectors(self, register):
+            register("blazeface", lambda: "the blazeface detector")
+
+    plugin(P(), "p_fake_blazeface")
+    assert emozoo.create_detector() == "the blazeface detector"
 
 
 def test_hook_register_commands(plugin):

@@ -17,9 +17,11 @@ from ._hub import push_to_hub
 from ._models import EmoXNet
 from ._profile import count_macs, count_params
 from ._weights import load_weights, save_pretrained
-from ._registry import register_backbone, register_distill_loss, register_fusion
-from .errors import (ConfigError, DataError, DuplicateNameError, EmozooError, PluginError,
-                     UnknownBackboneError, UnknownDistillLossError, UnknownFusionError,
+from ._detectors import Face, create_detector, list_detectors
+from ._predict import Prediction, Predictor, iter_predict, predict
+from ._registry import register_backbone, register_distill_loss, register_face_detector, register_fusion
+from .errors import (ConfigError, DataError, DuplicateNameError, EmozooError, ExportError, PluginError,
+                     UnknownBackboneError, UnknownDistillLossError, UnknownFaceDetectorError, UnknownFusionError,
                      UnknownModelError, UnknownNameError, WeightsError)
 from .hookspecs import hookimpl
 from .plugins import load_plugins
@@ -29,7 +31,9 @@ __all__ = [
     "EmoXNet", "count_macs", "count_params",
     "BackboneBase", "TimmBackbone", "register_backbone", "register_fusion", "register_distill_loss",
     "hookimpl", "load_plugins",
+    "predict", "iter_predict", "Predictor", "Prediction", "Face", "create_detector", "list_detectors",
+    "register_face_detector", "UnknownFaceDetectorError",
     "EmozooError", "UnknownNameError", "UnknownModelError", "UnknownBackboneError", "UnknownFusionError",
     "UnknownDistillLossError", "DuplicateNameError", "PluginError", "ConfigError", "WeightsError",
-    "DataError",
+    "DataError", "ExportError",
 ]

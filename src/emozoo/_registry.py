@@ -1,4 +1,4 @@
-"""Name -> factory registries for backbones, fusions and distillation losses.
+"""Name -> factory registries for backbones, fusions, distillation losses and face detectors.
 
 Items arrive through the plugin hooks (see :mod:`emozoo.hookspecs`), or directly from a user's script
 through :func:`register_backbone` and friends. Each entry remembers its owner, so a duplicate name is
@@ -108,12 +108,14 @@ def _first_line(doc: str | None) -> str:
 BACKBONES = Registry("backbone", errors.UnknownBackboneError)
 FUSIONS = Registry("fusion", errors.UnknownFusionError)
 DISTILL_LOSSES = Registry("distillation loss", errors.UnknownDistillLossError)
+FACE_DETECTORS = Registry("face detector", errors.UnknownFaceDetectorError)
 
 #: hook name -> registry it fills
 HOOK_REGISTRIES = {
     "register_backbones": BACKBONES,
     "register_fusions": FUSIONS,
     "register_distill_losses": DISTILL_LOSSES,
+    "register_face_detectors": FACE_DETECTORS,
 }
 
 
@@ -152,3 +154,12 @@ def register_fusion(name: str, factory: Callable | None = None, *, description: 
 def register_distill_loss(name: str, factory: Callable | None = None, *, description: str | None = None):
     """Register a distillation loss from your own code (call or decorator, as :func:`register_backbone`)."""
     return _user_register(DISTILL_LOSSES, name, factory, description)
+
+
+def register_face_detector(name: str, factory: Callable | None = None, *, description: str | None = None):
+    """Register a face detector from your own code (call or decorator, as :func:`register_backbone`).
+
+    ``factory(**options)`` returns an object with ``detect(image) -> list[emozoo.Face]`` (see the
+    ``register_face_detectors`` hook); ``emozoo.predict(..., detector=name)`` then uses it.
+    """
+    return _user_register(FACE_DETECTORS, name, factory, description)

@@ -56,6 +56,10 @@ class UnknownDistillLossError(UnknownNameError):
     kind = "distillation loss"
 
 
+class UnknownFaceDetectorError(UnknownNameError):
+    kind = "face detector"
+
+
 class DuplicateNameError(EmozooError):
     """Two plugins (or a plugin and a user script) registered the same name."""
 
@@ -74,3 +78,7 @@ class WeightsError(EmozooError):
 
 class DataError(EmozooError):
     """A data file or data spec that cannot be read: the message names the file and the problem."""
+
+
+class ExportError(EmozooError):
+    """A model that could not be exported (e.g. to ONNX), or whose export does not reproduce PyTorch."""

@@ -55,5 +55,17 @@ def register_distill_losses(register):
 
 
 @hookspec
+def register_face_detectors(register):
+    """Register face detectors for :func:`emozoo.predict`.
+
+    Call ``register(name, factory, description=None)``. ``factory(**options)`` returns a detector: an
+    object whose ``detect(image)`` takes one RGB ``uint8`` array ``(H, W, 3)`` and returns a list of
+    :class:`emozoo.Face`, best first: ``box`` ``(x0, y0, x1, y1)`` in pixels of that image, ``score``
+    in [0, 1] and optional ``keypoints`` ``((x, y), ...)``. No face is an empty list. Import heavy
+    dependencies inside the factory, so loading the plugin stays cheap.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``emozoo`` command line; ``cli`` is the root ``click.Group``."""

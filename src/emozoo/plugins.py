@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "emozoo.builtins.backbones",
     "emozoo.builtins.fusion",
     "emozoo.builtins.distill",
+    "emozoo.builtins.detectors",
 )
 
 pm = pluggy.PluginManager("emozoo")

@@ -225,11 +225,24 @@ def fit_fusion(model: EmoXNet, data, epochs: int, progress: bool = True) -> None
 
 @torch.no_grad()
 def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_size: int = 256,
-                   members: bool = True, plot: str | None = None, progress: bool = True) -> dict:
-    """Score a model under its dataset's protocol; for an EmoXNet also each member."""
+                   members: bool = True, plot: str | None = None, progress: bool = True,
+                   backend: str = "eager") -> dict:
+    """Score a model under its dataset's protocol; for an EmoXNet also each member.
+
+    ``backend="onnx"`` or ``"int8"`` scores the model exported to ONNX (int8: statically quantized,
+    calibrated on the data's training split) and run by ONNX Runtime; members are then not scored, and
+    ``eager_accuracy`` and ``accuracy_change`` compare it with the PyTorch model on the same images.
+    """
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
     model = resolve_model(model) if isinstance(model, str) else model
     model.eval()
+    reference = model
+    if backend != "eager":
+        from .export import onnx_model
+
+        if backend not in ("onnx", "int8"):
+            raise errors.ConfigError(f"unknown backend {backend!r}; choose eager, onnx or int8")
+        model = onnx_model(model, int8=backend == "int8", data_spec=data_spec)
     data = open_split(data_spec, split, eval_transform(model.config.input), model.config.label_names)
     member_logits = None
     if isinstance(model, EmoXNet):
@@ -238,8 +251,12 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     else:
         fused, targets = predict_logits(model, data, batch_size, progress=progress, desc="eval")
     labels = model.config.label_names
-    result = {"model": name, "data": data_spec, "split": split,
+    result = {"model": name, "data": data_spec, "split": split, "backend": backend,
               **classification_metrics(fused.softmax(1), targets, labels)}
+    if backend != "eager":
+        eager, _ = predict_logits(reference, data, batch_size, progress=progress, desc="eval eager")
+        result["eager_accuracy"] = (eager.argmax(1) == targets).float().mean().item()
+        result["accuracy_change"] = result["accuracy"] - result["eager_accuracy"]
     if member_logits is not None and members:
         result["members"] = {f"{i}:{n}": (member_logits[i].argmax(1) == targets).float().mean().item()
                              for i, n in enumerate(model.member_names)}

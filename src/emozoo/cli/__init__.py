@@ -31,14 +31,14 @@ def build_cli() -> click.Group:
     """Build the root command group, with plugin commands (``register_commands``) added."""
     from .. import __version__
     from ..plugins import call_register_commands
-    from . import hub, models, plugins, train
+    from . import bench, hub, models, plugins, predict, train
 
     @click.group(cls=EmozooGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="emozoo")
     def cli():
         """emozoo: facial expression recognition models (EmoXNet, EmoXNetLite) and their plugins."""
 
-    for module in (models, plugins, train, hub):
+    for module in (models, plugins, train, hub, bench, predict):
         module.register(cli)
     call_register_commands(cli)
     return cli

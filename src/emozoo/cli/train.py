@@ -180,18 +180,24 @@ def register(cli: click.Group) -> None:
     @click.option("--batch-size", default=256, show_default=True)
     @click.option("--members/--no-members", default=True, help="Also score each member of an ensemble.")
     @click.option("--plot", type=click.Path(dir_okay=False), help="Write a confusion-matrix PNG.")
+    @click.option("--backend", default="eager", show_default=True, type=click.Choice(["eager", "onnx", "int8"]),
+                  help="Run in PyTorch, or exported to ONNX Runtime (float32 or int8-quantized).")
     @click.option("--json", "as_json", is_flag=True)
-    def eval_(model, data_spec, split, batch_size, members, plot, as_json):
+    def eval_(model, data_spec, split, batch_size, members, plot, backend, as_json):
         """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split."""
         from ..workflows import evaluate_model
 
         result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
-                                progress=not as_json)
+                                progress=not as_json, backend=backend)
         if as_json:
             echo_json(result)
             return
-        click.echo(f"{result['model']} on {result['data']} {result['split']} ({result['n']} faces)")
+        via = "" if backend == "eager" else f" via {backend} (ONNX Runtime)"
+        click.echo(f"{result['model']} on {result['data']} {result['split']} ({result['n']} faces){via}")
         click.echo(f"accuracy  {result['accuracy']:.4f}\nmacro-F1  {result['macro_f1']:.4f}\nECE       {result['ece']:.4f}")
+        if "accuracy_change" in result:
+            click.echo(f"accuracy change vs PyTorch float32 ({result['eager_accuracy']:.4f}): "
+                       f"{100 * result['accuracy_change']:+.2f} points")
         for name, acc in result["per_class_accuracy"].items():
             click.echo(f"  {name:<10} {acc:.4f}  (n={result['support'][name]})")
         for name, acc in result.get("members", {}).items():

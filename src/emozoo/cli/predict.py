@@ -1,0 +1,239 @@
+"""``emozoo predict``: the expression of every face in photos, videos and a webcam."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import echo_json
+
+#: extensions an annotated image keeps; any other input is written as PNG
+ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.argument("paths", nargs=-1)
+    @click.option("--model", default="emoxnetlite", show_default=True,
+                  help="Model: a name with published weights (arch or arch.tag), local-dir:PATH or hf-hub:ORG/NAME.")
+    @click.option("--detector", default="auto", show_default=True,
+                  help="Face detector: auto (blazeface when emozoo-blazeface is installed, else haar), haar, "
+                       "full (the inputs are face crops), or one a plugin registered (`emozoo plugins`).")
+    @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+                  help="Faces per forward pass; faces of many images share a batch.")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per image or video frame.")
+    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True),
+                  help="Write one CSV row per face (and per faceless image or error) to FILE, or - for stdout.")
+    @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False),
+                  help="Write copies of the inputs with boxes and labels drawn into this folder.")
+    @click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
+                  help="Videos and camera: classify every N-th frame.")
+    @click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                  help="Videos and camera: weight of past frames in a moving average of each face's scores (0: none).")
+    @click.option("--camera", type=click.IntRange(min=0), metavar="INDEX",
+                  help="Read webcam INDEX; with a display, show the overlay (q or Esc quits; Ctrl-C stops).")
+    @click.option("--min-face", default=0.0, show_default=True, type=click.FloatRange(min=0),
+                  help="Ignore faces narrower or shorter than this many pixels.")
+    @click.option("--device", default=None, help="torch device for the model (default: cpu).")
+    @click.pass_context
+    def predict(ctx, paths, model, detector, batch_size, as_json, csv_path, annotate_dir, every, smooth, camera,
+                min_face, device):
+        """Find the faces in PATHS (images, videos, directories, glob patterns) and classify their expressions.
+
+        Prints one line per face, or writes --json / --csv with every label's score. An input that
+        cannot be read is reported on one line and the others go on; the exit status is 1 if any failed.
+        """
+        from tqdm import tqdm
+
+        from .._predict import CAMERA_PREFIX, Predictor
+
+        if camera is not None and paths:
+            raise click.UsageError("give PATH... or --camera INDEX, not both")
+        if camera is None and not paths:
+            raise click.UsageError("give at least one PATH (image, video, directory or glob pattern) or --camera INDEX")
+        if as_json and csv_path == "-":
+            raise click.UsageError("--json and --csv - both write to standard output: give --csv a FILE")
+        window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
+
+        predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
+        inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else list(paths)
+        rows = _CsvWriter(csv_path, predictor.labels) if csv_path else None
+        annotator = _Annotator(annotate_dir, every) if annotate_dir else None
+        records, failed, faces = [], 0, 0
+        try:
+            for pred in predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window)):
+                failed += pred.error is not None
+                faces += len(pred.faces)
+                if pred.error:
+                    with tqdm.external_write_mode(file=sys.stderr):
+                        click.echo(f"Error: {pred.error}", err=True)
+                if as_json:
+                    records.append(pred.as_dict())
+                if rows:
+                    rows.write(pred)
+                if annotator:
+                    annotator.write(pred)
+                if window and pred.image is not None and not window.show(pred):
+                    break
+                if not (as_json or csv_path == "-") and not pred.error:
+                    with tqdm.external_write_mode(file=sys.stdout):
+                        click.echo("\n".join(_lines(pred)))
+        except KeyboardInterrupt:
+            if camera is None:
+                raise
+        finally:
+            for sink in (rows, annotator, window):
+                if sink:
+                    sink.close()
+        if as_json:
+            echo_json(records)
+        if failed:
+            click.echo(f"{failed} input(s) failed.", err=True)
+            ctx.exit(1)
+
+
+def _lines(pred) -> list[str]:
+    where = pred.source if pred.frame is None else f"{pred.source} frame {pred.frame}"
+    if not pred.faces:
+        return [f"{where}: no face"]
+    return [f"{where}: face {i + 1} at ({', '.join(f'{v:.0f}' for v in f.box)}): {f.label} {f.scores[f.label]:.2f} "
+            f"(detector {f.confidence:.2f})" for i, f in enumerate(pred.faces)]
+
+
+class _CsvWriter:
+    """One row per face (or one row for an image without a face, or with an error), flushed as it goes."""
+
+    def __init__(self, path: str, labels):
+        self.labels = list(labels)
+        self.file = sys.stdout if path == "-" else open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self.csv = csv.writer(self.file)
+        self.csv.writerow(["source", "frame", "time", "face", "track", "x0", "y0", "x1", "y1", "confidence", "label",
+                           *self.labels, "error"])
+
+    def write(self, pred) -> None:
+        head = [pred.source, _blank(pred.frame), _blank(pred.time, "{:.3f}")]
+        if not pred.faces:
+            self.csv.writerow(head + [""] * (8 + len(self.labels)) + [pred.error or ""])
+        for i, f in enumerate(pred.faces):
+            self.csv.writerow(head + [i, _blank(f.track), *(f"{v:.1f}" for v in f.box), f"{f.confidence:.4f}", f.label,
+                                     *(f"{f.scores[n]:.4f}" for n in self.labels), ""])
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not sys.stdout:
+            self.file.close()
+
+
+def _blank(value, fmt="{}"):
+    return "" if value is None else fmt.format(value)
+
+
+class _Annotator:
+    """Writes each image with its faces drawn into a folder (same name and format where it can), and
+    each video as ``NAME.mp4`` of its processed frames."""
+
+    def __init__(self, out_dir: str, every: int):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.every, self.used, self.videos = every, set(), {}
+
+    def _name(self, source: str, ext: str | None = None) -> Path:
+        base = Path(source).name if not source.startswith("<") else source.strip("<>").replace(" ", "-")
+        stem, suffix = Path(base).stem, ext or Path(base).suffix.lower()
+        if suffix not in ANNOTATE_EXTS and ext is None:
+            suffix = ".png"
+        name, n = f"{stem}{suffix}", 1
+        while name in self.used:
+            name, n = f"{stem}-{n}{suffix}", n + 1
+        self.used.add(name)
+        return self.dir / name
+
+    def write(self, pred) -> None:
+        import cv2
+
+        from .._predict import draw_faces
+
+        if pred.image is None:
+            return
+        bgr = cv2.cvtColor(draw_faces(pred.image, pred.faces), cv2.COLOR_RGB2BGR)
+        if pred.frame is None:
+            path = self._name(pred.source)
+            ok, data = cv2.imencode(path.suffix, bgr)
+            if ok:
+                path.write_bytes(data.tobytes())
+            return
+        if pred.source not in self.videos:
+            fps = _video_fps(pred.source) / self.every
+            path = self._name(pred.source.replace(":", "-"), ".mp4")
+            self.videos[pred.source] = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), max(fps, 1.0),
+                                                       (bgr.shape[1], bgr.shape[0]))
+        self.videos[pred.source].write(bgr)
+
+    def close(self) -> None:
+        for writer in self.videos.values():
+            writer.release()
+
+
+def _video_fps(source: str) -> float:
+    import cv2
+
+    from .._predict import CAMERA_PREFIX
+
+    if source.startswith(CAMERA_PREFIX):
+        return 30.0
+    cap = cv2.VideoCapture(source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    cap.release()
+    return fps
+
+
+class _Window:
+    """The webcam overlay: an OpenCV window showing each frame with its faces drawn."""
+
+    name = "emozoo (q or Esc quits)"
+
+    def show(self, pred) -> bool:
+        """Draw one frame; False once the user pressed q or Esc or closed the window."""
+        import cv2
+
+        from .._predict import draw_faces
+
+        cv2.imshow(self.name, cv2.cvtColor(draw_faces(pred.image, pred.faces), cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        return key not in (ord("q"), 27) and cv2.getWindowProperty(self.name, cv2.WND_PROP_VISIBLE) >= 1
+
+    def close(self) -> None:
+        import cv2
+
+        cv2.destroyAllWindows()
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith(("linux", "freebsd", "openbsd")):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def _overlay_window(writes_files: bool) -> _Window | None:
+    """The overlay window when a display and a GUI-enabled OpenCV exist; without them, None if results
+    are written elsewhere, else a one-line error saying what to do."""
+    import cv2
+
+    hint = "or write the results with --csv FILE, --json or --annotate DIR"
+    if not _has_display():
+        if writes_files:
+            return None
+        raise click.ClickException(f"--camera shows its overlay on a display, and there is none (DISPLAY is not set): "
+                                   f"run it on a desktop, {hint}")
+    try:
+        cv2.namedWindow(_Window.name, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        if writes_files:
+            return None
+        raise click.ClickException("this OpenCV has no GUI (opencv-python-headless), so the overlay cannot be shown: "
+                                   "pip uninstall opencv-python-headless && pip install 'opencv-python<5', "
+                                   f"{hint}") from None
+    return _Window()

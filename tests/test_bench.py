@@ -1,0 +1,203 @@
+"""``emozoo bench`` and ``emozoo export``: the commands run and their output is well-formed.
+
+No timing is asserted anywhere: the numbers live in ``benchmarks/results/``.
+"""
+import csv
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import emozoo
+from emozoo import bench as B
+from emozoo.cli import build_cli
+
+FAST = ("--min-runs", "3", "--max-time", "0.05", "--no-roofline", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def cli():
+    root = build_cli()
+
+    def run(*args):
+        return CliRunner().invoke(root, [str(a) for a in args])
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two small saved models with a validation accuracy in their config: a narrow ResNet-10 and a mini-Xception."""
+    out = {}
+    for key, arch, args, accuracy in (("r10", "resnet10", {"width": 0.25}, 0.70),
+                                      ("mx", "mini_xception", {"width": 0.5}, 0.60)):
+        torch.manual_seed(0)
+        folder = tmp_path_factory.mktemp(key)
+        emozoo.save_pretrained(emozoo.create(arch, **args), folder, metrics={"PublicTest": {"accuracy": accuracy}})
+        out[key] = str(folder)
+    return out
+
+
+def needs_onnx():
+    for module in ("onnx", "onnxruntime", "onnxscript"):
+        pytest.importorskip(module)
+
+
+def test_bench_table_names_the_best_backend(cli, folders):
+    result = cli("bench", folders["r10"], "--backend", "eager,channels_last", "--batch-size", "1,2", *FAST)
+    assert result.exit_code == 0, result.output
+    for text in ("median ms", "p99 ms", "img/s", "MACs M", "channels_last", f"best backend for {folders['r10']}:"):
+        assert text in result.output
+    assert result.output.count(" *  ") == 2  # one winner per batch size
+
+
+def test_bench_json_is_well_formed(cli, folders):
+    result = cli("bench", folders["r10"], "--backend", "eager,channels_last", "--batch-size", "1,2", "--json",
+                 "--min-runs", "3", "--max-time", "0.05", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {"cpu", "cores", "threads", "torch"} <= set(doc["machine"]) and doc["peak_gflops"] > 0
+    rows = doc["results"]
+    assert [(r["backend"], r["batch_size"]) for r in rows] == [("eager", 1), ("eager", 2), ("channels_last", 1),
+                                                               ("channels_last", 2)]
+    for r in rows:
+        assert r["error"] is None and r["runs"] >= 3 and r["weights"] == "pretrained"
+        assert 0 < r["median_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["throughput"] == pytest.approx(r["batch_size"] * 1000 / r["median_ms"])
+        assert r["params"] > 0 and r["macs"] > 0 and r["input_shape"] == [1, 48, 48]
+        assert r["roofline_ms"] > 0 and r["roofline_x"] == pytest.approx(r["median_ms"] / r["roofline_ms"])
+        assert r["accuracy"] == 0.70 and r["accuracy_split"] == "PublicTest"
+    assert sum(r["best"] for r in rows) == 2
+    assert set(doc["best_backend"][folders["r10"]].values()) <= {"eager", "channels_last"}
+
+
+def test_bench_csv_and_pattern_names(cli, tmp_path):
+    out = tmp_path / "rows.csv"
+    result = cli("bench", "resnet1?", "--input-size", "1x32x32", "--csv", out, *FAST)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["model"] for r in rows] == ["resnet10", "resnet18"]
+    assert all(r["weights"] == "random" and r["input_shape"] == "1x32x32" and float(r["median_ms"]) > 0 for r in rows)
+    assert list(rows[0]) == list(B.BenchResult.__dataclass_fields__)
+
+
+def test_bench_reports_failures_in_their_rows_and_goes_on(cli, folders, tmp_path, user_registrations):
+    needs_onnx()
+
+    class Unexportable(nn.Module):  # eager runs; exporting it fails
+        def __init__(self, num_classes=8, in_chans=1):
+            super().__init__()
+            self.fc = nn.Linear(in_chans, num_classes)
+
+        def forward(self, x):
+            if torch.compiler.is_exporting():
+                raise RuntimeError("this model cannot be exported")
+            return self.fc(x.mean((2, 3)))
+
+    emozoo.register_backbone("unexportable", Unexportable)
+    folder = tmp_path / "unexportable"
+    emozoo.save_pretrained(emozoo.create("unexportable"), folder)
+    result = cli("bench", folder, "no_such_model", "--backend", "eager,onnx", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    rows = {(r["model"], r["backend"]): r for r in json.loads(result.stdout)["results"]}
+    assert rows[(str(folder), "eager")]["error"] is None and rows[(str(folder), "eager")]["median_ms"] > 0
+    assert "cannot be exported" in rows[(str(folder), "onnx")]["error"]
+    assert rows[(str(folder), "onnx")]["median_ms"] is None
+    assert "Unknown model 'no_such_model'" in rows[("no_such_model", "eager")]["error"]
+    text = cli("bench", "no_such_model", *FAST)
+    assert text.exit_code == 0 and "error: Unknown model" in text.output
+
+
+def test_bench_plot_writes_a_pareto_png(cli, folders, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "pareto.png"
+    result = cli("bench", folders["r10"], folders["mx"], "--plot", png, "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = json.loads(result.stdout)["pareto"]
+    assert sorted(p["model"] for p in points) == sorted(folders.values())
+    assert any(p["pareto"] for p in points)
+    result = cli("bench", "resnet10", "--plot", tmp_path / "none.png", *FAST)
+    assert result.exit_code == 1 and "no benchmarked model has a validation accuracy" in result.output
+
+
+def test_bench_onnx_and_int8_backends_run(cli, folders, fer_csv):
+    needs_onnx()
+    result = cli("bench", folders["mx"], "--backend", "onnx,int8", "--data", fer_csv, "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["results"]
+    assert [r["backend"] for r in rows] == ["onnx", "int8"]
+    assert all(r["error"] is None and r["median_ms"] > 0 for r in rows), rows
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_export_onnx_round_trip_matches_pytorch(cli, folders, fer_csv, tmp_path, int8):
+    needs_onnx()
+    import onnxruntime as ort
+
+    out = tmp_path / "model.onnx"
+    result = cli("export", folders["r10"], "--format", "onnx", "--out", out, "--data", fer_csv, "--json",
+                 *(["--int8"] if int8 else []))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n_random"] > 0 and report["n_real"] > 0 and report["int8"] == int8
+    model = emozoo.create(f"local-dir:{folders['r10']}", pretrained=True).eval()
+    x = torch.randn(5, 1, 48, 48)  # another batch size than the export's example: the batch axis is dynamic
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    with torch.no_grad():
+        want = model(x)
+    if int8:
+        assert "training faces" in report["calibration"] and report["top1_agreement"] >= 0.9
+        assert (got.softmax(1) - want.softmax(1)).abs().max() < 0.25
+    else:
+        assert report["max_abs_prob"] <= 1e-4 and "1e-04" in report["tolerance"]
+        assert (got.softmax(1) - want.softmax(1)).abs().max() <= 1e-4
+    text = cli("export", folders["r10"], "--out", tmp_path / "again.onnx", "--data", fer_csv)
+    assert text.exit_code == 0 and "max |prob diff|" in text.output and "required:" in text.output
+
+
+def test_export_errors_are_one_line(cli, tmp_path):
+    result = cli("export", "no_such_model", "--out", tmp_path / "x.onnx")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+
+
+def test_eval_int8_reports_the_accuracy_change(cli, folders, fer_csv):
+    needs_onnx()
+    result = cli("eval", folders["r10"], "--data", fer_csv, "--backend", "int8", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["backend"] == "int8" and 0 <= doc["accuracy"] <= 1
+    assert doc["accuracy_change"] == pytest.approx(doc["accuracy"] - doc["eager_accuracy"])
+    text = cli("eval", folders["r10"], "--data", fer_csv, "--backend", "onnx")
+    assert text.exit_code == 0 and "accuracy change vs PyTorch float32" in text.output
+
+
+def test_timing_statistics_and_pareto_front():
+    assert B.median_ci([1.0] * 50) == 0 and B.median_ci([1.0, 2.0]) == float("inf")
+    calls = []
+    timing = B.time_batches(lambda: calls.append(1), min_runs=7, max_time=0.0, warmup=2)
+    assert len(timing.times) == 7 and len(calls) == 9
+    rows = [B.BenchResult("a", "eager", 1, median_ms=1.0, accuracy=0.7, accuracy_split="PublicTest"),
+            B.BenchResult("b", "eager", 1, median_ms=2.0, accuracy=0.8, accuracy_split="PublicTest"),
+            B.BenchResult("c", "eager", 1, median_ms=3.0, accuracy=0.75, accuracy_split="PublicTest"),
+            B.BenchResult("c", "onnx", 1, median_ms=0.5, accuracy=0.75, accuracy_split="PublicTest"),
+            B.BenchResult("d", "eager", 1, error="boom")]
+    B.mark_best(rows)
+    assert [r.best for r in rows] == [True, True, False, True, False]
+    points = {p["model"]: p for p in B.pareto_points(rows)}
+    assert set(points) == {"a", "b", "c"} and points["c"]["backend"] == "onnx"
+    assert {m: p["pareto"] for m, p in points.items()} == {"a": False, "b": True, "c": True}
+    assert B.resolve_names(["resnet1*", "emoxnetlite.ferplus", "zzz"]) == ["resnet10", "resnet18",
+                                                                          "emoxnetlite.ferplus", "zzz"]
+    assert B.measure_peak_flops(1, sizes=(64, 128), min_time=0.01) > 0
+
+
+@pytest.mark.slow
+def test_bench_compile_backend(cli, folders):
+    result = cli("bench", folders["r10"], "--backend", "compile", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["results"][0]
+    assert row["error"] is None and row["median_ms"] > 0, row["error"]

@@ -104,17 +104,10 @@ def detectors(threads: int):
     import cv2
 
     import emozoo
-    from emozoo.plugins import register_plugin
+    from _plugins import ensure_blazeface
 
     cv2.setNumThreads(threads)
-    if "blazeface" not in emozoo.list_detectors():
-        sys.path.insert(0, str(ROOT / "plugins" / "emozoo-blazeface" / "src"))
-        try:
-            import emozoo_blazeface
-
-            register_plugin(emozoo_blazeface, "blazeface")
-        except ImportError as exc:
-            print(f"blazeface left out: {exc}", file=sys.stderr)
+    ensure_blazeface()
     made = {"haar": emozoo.create_detector("haar")}
     for name in ("blazeface", "blazeface_short"):
         if name in emozoo.list_detectors():

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,16 +67,9 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 def detectors(names: list[str] | None, threads: int) -> dict:
     import emozoo
-    from emozoo.plugins import register_plugin
+    from _plugins import ensure_blazeface
 
-    if "blazeface" not in emozoo.list_detectors():
-        sys.path.insert(0, str(ROOT / "plugins" / "emozoo-blazeface" / "src"))
-        try:
-            import emozoo_blazeface
-
-            register_plugin(emozoo_blazeface, "blazeface")
-        except ImportError as exc:
-            print(f"blazeface left out: {exc}", file=sys.stderr)
+    ensure_blazeface()
     names = names or [n for n in ("blazeface", "blazeface_short", "haar") if n in emozoo.list_detectors()]
     return {n: emozoo.create_detector(n, **({"num_threads": threads} if n.startswith("blazeface") else {}))
             for n in names}

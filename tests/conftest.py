@@ -60,3 +60,16 @@ def fer_csv(tmp_path_factory):
             lines.append(f"{label},{' '.join(map(str, img.ravel()))},{usage}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def install_plugin_package(tmp_path_factory, name: str) -> dict:
+    """pip-install ``plugins/<name>`` for real (no deps) into a temporary target; return the env that sees it."""
+    import subprocess
+    import sys
+
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(REPO / "plugins" / name)], check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    env.pop("EMOZOO_LOAD_PLUGINS")
+    return env

@@ -2,7 +2,6 @@
 detector and finds faces the built-in Haar cascade misses. Skipped where ai-edge-litert is not installed."""
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import pytest
 
 import emozoo
 
-from conftest import REPO
+from conftest import REPO, install_plugin_package
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,
                                 reason="the BlazeFace plugin runs on ai-edge-litert: pip install ai-edge-litert")
@@ -20,12 +19,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is No
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO / "plugins" / "emozoo-blazeface")], check=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
-    env.pop("EMOZOO_LOAD_PLUGINS")
-    return env
+    return install_plugin_package(tmp_path_factory, "emozoo-blazeface")
 
 
 def run_python(env, code):

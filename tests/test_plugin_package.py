@@ -1,23 +1,17 @@
 """plugins/emozoo-extras installed for real (pip, into a temporary target) and discovered by entry point."""
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from conftest import REPO
+from conftest import install_plugin_package
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO / "plugins" / "emozoo-extras")], check=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
-    env.pop("EMOZOO_LOAD_PLUGINS")
-    return env
+    return install_plugin_package(tmp_path_factory, "emozoo-extras")
 
 
 def run_python(env, code):

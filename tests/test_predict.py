@@ -285,3 +285,11 @@ def test_cli_camera_without_display(cli, video, monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "cam.csv").open()))
     assert len(rows) == 12 and rows[0]["source"] == "camera:0"
+
+
+def test_a_saved_folder_is_a_model_name_as_in_eval(model, photo, tmp_path):
+    folder = emozoo.save_pretrained(model, tmp_path / "saved")
+    x = np.asarray(photo)
+    by_folder = emozoo.predict([x], str(folder), detector="full")[0].faces[0].scores
+    by_module = emozoo.predict([x], model, detector="full")[0].faces[0].scores
+    assert by_folder == pytest.approx(by_module, abs=1e-6)

@@ -36,6 +36,11 @@ def _known_names() -> list[str]:
     return [*list_models(), *PRETRAINED]
 
 
+def model_spec(spec: str) -> str:
+    """``spec`` with a bare folder path written as ``local-dir:PATH``; any other name is returned unchanged."""
+    return f"{LOCAL_PREFIX}{spec}" if ":" not in spec and Path(spec).is_dir() else spec
+
+
 def check_model_name(name: str) -> None:
     """Raise :class:`UnknownModelError` unless ``name`` (``arch``, ``arch.tag`` or a prefixed name) can exist."""
     if not name.startswith((LOCAL_PREFIX, HUB_PREFIX, TIMM_PREFIX)):

@@ -293,12 +293,12 @@ def crop_face(image: np.ndarray, box, margin: float = 0.1, aspect: float = 1.0) 
 
 
 def load_model(model: str | nn.Module, device: str | torch.device | None = None) -> nn.Module:
-    """``model`` as an evaluation-mode module: a name is ``emozoo.create(name, pretrained=True)``."""
-    from ._builder import create
+    """``model`` as an evaluation-mode module: a name (or a saved folder) is ``emozoo.create(name, pretrained=True)``."""
+    from ._builder import create, model_spec
     from ._config import ModelConfig
 
     if isinstance(model, str):
-        model = create(model, pretrained=True)
+        model = create(model_spec(model), pretrained=True)
     if not isinstance(getattr(model, "config", None), ModelConfig):
         raise ConfigError("predict() needs a model name or a model made by emozoo.create() (with .config)")
     return model.to(device or "cpu").eval()

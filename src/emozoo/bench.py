@@ -343,10 +343,9 @@ def prepare_backend(model: nn.Module, backend: str, *, device: str = "cpu", thre
 
 def load_model(name: str, input_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, str]:
     """The model ``name`` names, and its weights: "pretrained" (arch.tag or a folder) or "random" (an architecture)."""
-    from ._builder import HUB_PREFIX, LOCAL_PREFIX, create
+    from ._builder import HUB_PREFIX, LOCAL_PREFIX, create, model_spec
 
-    if ":" not in name and Path(name).is_dir():
-        name = f"{LOCAL_PREFIX}{name}"
+    name = model_spec(name)
     pretrained = name.startswith((LOCAL_PREFIX, HUB_PREFIX)) or "." in name.split("/")[-1]
     kwargs: dict[str, Any] = {}
     if input_shape:

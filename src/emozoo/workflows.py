@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from . import errors
-from ._builder import check_model_name, create
+from ._builder import check_model_name, create, model_spec
 from ._models import EmoXNet
 from ._registry import DISTILL_LOSSES
 from ._weights import save_pretrained
@@ -30,9 +30,7 @@ Log = Callable[[dict], None]
 
 def resolve_model(spec: str, pretrained: bool = True) -> nn.Module:
     """A model from a folder path, ``local-dir:``/``hf-hub:`` name, or a (pretrained) model name."""
-    if ":" not in spec and Path(spec).is_dir():
-        spec = f"local-dir:{spec}"
-    return create(spec, pretrained=pretrained)
+    return create(model_spec(spec), pretrained=pretrained)
 
 
 def open_split(spec: str, split: str, transform=None, label_names=None, soft: bool = False):

@@ -117,6 +117,7 @@ def test_bad_arguments_are_config_errors():
     {"name": "emoxnetlite"},
     {"name": "emoxnet", "members": ["mini_xception", "resnet10", "timm/resnet10t"], "fusion": "stacking"},
     {"name": "emoxnet", "members": ["convnext_pico", "vgg13"], "fusion": "learned_weights", "in_chans": 3},
+    {"name": "emoxnet", "members": ["mini_xception", "resnet10"], "fusion": "learned_weights", "flip": True},
 ])
 def test_save_and_load_round_trip(tmp_path, kwargs):
     torch.manual_seed(0)
@@ -208,6 +209,29 @@ def test_no_pickle_loading_anywhere_in_the_package():
         text = path.read_text()
         for forbidden in ("torch.load(", "import pickle", "pickle.load", "allow_pickle=True", "weights_only=False"):
             assert forbidden not in text, f"{path}: {forbidden}"
+
+
+@pytest.mark.parametrize("fusion", ["mean_prob", "learned_weights", "stacking"])
+def test_flip_averages_each_member_over_the_image_and_its_mirror(fusion):
+    torch.manual_seed(0)
+    model = emozoo.create("emoxnet", members=["mini_xception", "resnet10"], fusion=fusion, flip=True).eval()
+    assert model.config.model_args["flip"] is True
+    x = torch.randn(4, 1, 48, 48)
+    x[0] = x[0].flip(-1).clone()  # an asymmetric batch: each view must be scored separately
+    with torch.no_grad():
+        logits, features = model.forward_members(x)
+        for i, member in enumerate(model.members):
+            want = (member(x) + member(x.flip(-1))) / 2
+            torch.testing.assert_close(logits[i], want, rtol=1e-4, atol=1e-5)
+        # mirror-invariant by construction, and not the same as the unflipped ensemble
+        torch.testing.assert_close(model(x), model(x.flip(-1)), rtol=1e-4, atol=1e-5)
+        model.flip = False
+        assert not torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)
+    macs_flip = emozoo.count_macs(emozoo.create("emoxnet", members=["mini_xception"], flip=True), (1, 48, 48))
+    macs = emozoo.count_macs(emozoo.create("emoxnet", members=["mini_xception"]), (1, 48, 48))
+    assert 1.9 * macs < macs_flip < 2.1 * macs
+    with pytest.raises(emozoo.ConfigError, match="flip= must be true or false"):
+        emozoo.create("emoxnet", flip="yes")
 
 
 def test_count_macs_and_params():

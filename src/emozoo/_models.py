@@ -73,19 +73,29 @@ class EmoXNet(nn.Module):
 
     ``forward(x)`` returns fused logits ``(B, num_classes)``; :meth:`forward_members` also returns
     each member's logits and features (used to fit learned fusions and by ``emozoo eval``).
+
+    With ``flip=True`` every member also sees the mirrored image and its logits and features are the
+    mean of both views (test-time flip: twice the MACs, one member call on a doubled batch).
     """
 
-    def __init__(self, members: Sequence[nn.Module], fusion: nn.Module, member_names: Sequence[str]):
+    def __init__(self, members: Sequence[nn.Module], fusion: nn.Module, member_names: Sequence[str],
+                 flip: bool = False):
         super().__init__()
         if len(members) < 1:
             raise errors.ConfigError("an EmoXNet needs at least one member")
         self.members = nn.ModuleList(members)
         self.fusion = fusion
         self.member_names = list(member_names)
+        self.flip = bool(flip)
 
     def forward_members(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        outputs = [member_outputs(m, x) for m in self.members]
-        return torch.stack([o[0] for o in outputs]), [o[1] for o in outputs]
+        if not self.flip:
+            outputs = [member_outputs(m, x) for m in self.members]
+            return torch.stack([o[0] for o in outputs]), [o[1] for o in outputs]
+        n = x.shape[0]
+        outputs = [member_outputs(m, torch.cat([x, x.flip(-1)])) for m in self.members]
+        logits = torch.stack([(z[:n] + z[n:]) / 2 for z, _ in outputs])
+        return logits, [(f[:n] + f[n:]) / 2 for _, f in outputs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits, features = self.forward_members(x)
@@ -97,12 +107,12 @@ def _feature_dim(member: nn.Module, num_classes: int) -> int:
 
 
 def build_emoxnet(num_classes: int, in_chans: int, members: Sequence[Any] = DEFAULT_MEMBERS,
-                  fusion: str = DEFAULT_FUSION, fusion_args: dict | None = None) -> EmoXNet:
+                  fusion: str = DEFAULT_FUSION, fusion_args: dict | None = None, flip: bool = False) -> EmoXNet:
     specs = [member_spec(m) for m in members]
     built = [build_backbone(s["backbone"], num_classes, in_chans, **s["args"]) for s in specs]
     fuse = build_fusion(fusion, len(built), num_classes, [_feature_dim(m, num_classes) for m in built],
                         **(fusion_args or {}))
-    return EmoXNet(built, fuse, [s["backbone"] for s in specs])
+    return EmoXNet(built, fuse, [s["backbone"] for s in specs], flip=flip)
 
 
 def build_emoxnetlite(num_classes: int, in_chans: int, student: Any = None) -> nn.Module:
@@ -113,11 +123,16 @@ def build_emoxnetlite(num_classes: int, in_chans: int, student: Any = None) -> n
 def normalized_model_args(architecture: str, args: dict[str, Any]) -> dict[str, Any]:
     """Model args in the canonical form stored in ``config.json`` (defaults filled in)."""
     if architecture == "emoxnet":
-        unknown = set(args) - {"members", "fusion", "fusion_args"}
+        unknown = set(args) - {"members", "fusion", "fusion_args", "flip"}
         if unknown:
-            raise errors.ConfigError(f"emoxnet takes members=, fusion= and fusion_args=, not {sorted(unknown)}")
-        return {"members": [member_spec(m) for m in args.get("members", DEFAULT_MEMBERS)],
-                "fusion": args.get("fusion", DEFAULT_FUSION), "fusion_args": dict(args.get("fusion_args") or {})}
+            raise errors.ConfigError(f"emoxnet takes members=, fusion=, fusion_args= and flip=, not {sorted(unknown)}")
+        if not isinstance(args.get("flip", False), bool):
+            raise errors.ConfigError(f"emoxnet's flip= must be true or false, not {args['flip']!r}")
+        normalized = {"members": [member_spec(m) for m in args.get("members", DEFAULT_MEMBERS)],
+                      "fusion": args.get("fusion", DEFAULT_FUSION), "fusion_args": dict(args.get("fusion_args") or {})}
+        if args.get("flip"):
+            normalized["flip"] = True
+        return normalized
     if architecture == "emoxnetlite":
         unknown = set(args) - {"student"}
         if unknown:

@@ -153,9 +153,13 @@ def _as_member(config) -> dict:
 
 
 def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_dir: str | Path, data_spec: str,
-                   fit_split: str, val_split: str | None, fit_epochs: int = 30, *, log: Log | None = None,
-                   command: str = "", progress: bool = True) -> dict:
-    """Combine trained members into an EmoXNet, fit a learned fusion on held-back data, evaluate, save."""
+                   fit_split: str, val_split: str | None, fit_epochs: int = 30, *, flip: bool = False,
+                   log: Log | None = None, command: str = "", progress: bool = True) -> dict:
+    """Combine trained members into an EmoXNet, fit a learned fusion on held-back data, evaluate, save.
+
+    ``flip=True`` makes every member average its outputs over the image and its mirror (at fitting,
+    evaluation and inference alike).
+    """
     log = log or (lambda e: None)
     members = [resolve_model(d) for d in member_dirs]
     first = members[0].config
@@ -164,11 +168,12 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
             raise errors.ConfigError(f"{d}: its labels or input spec differ from {member_dirs[0]}'s; "
                                      "ensemble members must share both")
     model = create("emoxnet", members=[_as_member(m.config) for m in members], fusion=fusion, fusion_args=fusion_args,
-                   label_names=first.label_names)
+                   flip=flip, label_names=first.label_names)
     model.config.input = first.input
     for slot, member in zip(model.members, members):
         slot.load_state_dict(member.state_dict())
-    recipe: dict[str, Any] = {"command": command, "members": [str(d) for d in member_dirs], "fusion": fusion}
+    recipe: dict[str, Any] = {"command": command, "members": [str(d) for d in member_dirs], "fusion": fusion,
+                              "flip": flip}
     if getattr(model.fusion, "trainable", False):
         holdouts = {m.config.recipe.get("holdout", 0.0) for m in members}
         if len(holdouts) != 1 or not holdouts.pop() > 0:

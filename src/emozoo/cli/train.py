@@ -159,8 +159,10 @@ def register(cli: click.Group) -> None:
                   help="Split whose held-back part (the members' --holdout) fits a learned fusion.")
     @click.option("--val-split", help="Split to report [PublicTest when the data has it].")
     @click.option("--fit-epochs", default=30, show_default=True)
+    @click.option("--flip", is_flag=True, help="Test-time flip: each member averages the image and its mirror "
+                                               "(twice the MACs).")
     @click.option("--json", "as_json", is_flag=True)
-    def ensemble(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, as_json):
+    def ensemble(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, flip, as_json):
         """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
 
         A learned fusion is fitted on the part of --fit-split that the members held back
@@ -169,7 +171,7 @@ def register(cli: click.Group) -> None:
         from ..workflows import build_ensemble
 
         result = build_ensemble(list(members), fusion, parse_kv(fusion_args), out_dir, data_spec, fit_split,
-                                val_split, fit_epochs, log=make_logger(False), command=command_line())
+                                val_split, fit_epochs, flip=flip, log=make_logger(False), command=command_line())
         if as_json:  # the whole result as one JSON document; progress and the summary line go to stderr
             echo_json(result)
 

@@ -258,3 +258,12 @@ def test_face_transform_follows_the_model_input_spec():
     assert torch.allclose(emozoo.face_transform(gray)(flat), torch.full((1, 48, 48), expected), atol=1e-5)
     with pytest.raises(emozoo.ConfigError, match="emozoo.create"):
         emozoo.face_transform(torch.nn.Linear(2, 2))
+
+
+def test_model_card_says_when_an_ensemble_flips():
+    from emozoo._modelcard import model_card
+
+    flipped = emozoo.create("emoxnet", members=["mini_xception", "resnet10"], flip=True)
+    plain = emozoo.create("emoxnet", members=["mini_xception", "resnet10"])
+    assert "Test-time flip (`flip: true`)" in model_card(flipped.config, "org/flipped")
+    assert "flip" not in model_card(plain.config, "org/plain").lower()

@@ -123,7 +123,8 @@ def _describe(config: ModelConfig) -> str:
     args = config.model_args
     if config.architecture == "emoxnet":
         names = ", ".join(m["backbone"] for m in args["members"])
-        return f"An EmoXNet ensemble of {len(args['members'])} members ({names}) fused by `{args['fusion']}`"
+        flip = ", each averaged over the face and its mirror," if args.get("flip") else ""
+        return f"An EmoXNet ensemble of {len(args['members'])} members ({names}){flip} fused by `{args['fusion']}`"
     if config.architecture == "emoxnetlite":
         return (f"An EmoXNetLite student (`{args['student']['backbone']}`) trained by knowledge distillation "
                 "from a larger teacher (see the training recipe)")
@@ -170,6 +171,10 @@ def _architecture_section(config: ModelConfig) -> str:
         lines += ["", f"Fusion: `{args['fusion']}` with arguments `{json.dumps(args.get('fusion_args', {}))}`. "
                       "The members and the fusion are stored together in `model.safetensors`, and `config.json` "
                       "names them, so `emozoo.create` rebuilds the whole ensemble in one call."]
+        if args.get("flip"):
+            lines += ["", "Test-time flip (`flip: true`): each member scores the face and its mirror image in one "
+                          "doubled batch and passes the mean of both logits and features to the fusion "
+                          "(twice the members' MACs)."]
     elif config.architecture == "emoxnetlite":
         student = args["student"]
         lines = [f"Student backbone `{student['backbone']}` with arguments `{json.dumps(student['args'])}`."]

@@ -216,14 +216,20 @@ def _member_outputs(model: EmoXNet, data, progress: bool, batch_size: int = 256)
 def fit_fusion(model: EmoXNet, data, epochs: int, progress: bool = True) -> None:
     """Fit the fusion's parameters on cached member outputs (members frozen), full-batch Adam."""
     logits, features, targets = _member_outputs(model, data, progress)
-    model.fusion.train()
-    optimizer = torch.optim.Adam(model.fusion.parameters(), lr=0.01, weight_decay=1e-4)
+    fit_fusion_on_outputs(model.fusion, logits, features, targets, epochs)
+
+
+def fit_fusion_on_outputs(fusion: nn.Module, logits: torch.Tensor, features: list[torch.Tensor],
+                          targets: torch.Tensor, epochs: int) -> None:
+    """Fit ``fusion`` on member logits ``(M, N, C)`` and features already computed: full-batch Adam."""
+    fusion.train()
+    optimizer = torch.optim.Adam(fusion.parameters(), lr=0.01, weight_decay=1e-4)
     for _ in range(epochs * 10):
         optimizer.zero_grad()
-        loss = F.cross_entropy(model.fusion(logits, features), targets)
+        loss = F.cross_entropy(fusion(logits, features), targets)
         loss.backward()
         optimizer.step()
-    model.fusion.eval()
+    fusion.eval()
 
 
 @torch.no_grad()

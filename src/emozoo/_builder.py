@@ -70,7 +70,8 @@ def create(name: str, pretrained: bool = False, *, num_classes: int | None = Non
       ``hf-hub:ORG/NAME@REV`` or ``revision=`` picks a branch, tag or commit (a commit never changes).
 
     For ``emoxnet``, ``members=[...]`` (backbone names, ``timm/`` names or ``(name, {args})``) and
-    ``fusion="mean_prob"`` (with ``fusion_args={}``) compose any ensemble; for ``emoxnetlite``,
+    ``fusion="mean_prob"`` (with ``fusion_args={}``) compose any ensemble, and ``flip=True`` adds
+    test-time flip (each member averages the face and its mirror); for ``emoxnetlite``,
     ``student=`` picks the student backbone. Other keyword arguments go to the backbone factory.
 
     The returned model carries ``model.config`` (a :class:`ModelConfig`), with ``label_names`` in

@@ -46,6 +46,16 @@ def test_info_text_and_json(run):
     assert data["label_names"][0] == "neutral" and data["input"]["size"] == [48, 48]
 
 
+def test_info_on_a_saved_folder(run, tmp_path):
+    import emozoo
+    folder = tmp_path / "my.model"  # a dot in the folder name is not read as arch.tag
+    emozoo.save_pretrained(emozoo.create("resnet10", width=0.25), folder)
+    result = run("info", str(folder), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["architecture"] == "resnet10" and data["weights"] == f"local-dir:{folder}"
+
+
 def test_unknown_name_is_one_clear_line(run):
     result = run("info", "emoxnett")
     assert result.exit_code == 1

@@ -66,10 +66,11 @@ def register(cli: click.Group) -> None:
 
 def model_info(name: str) -> dict:
     """Everything ``emozoo info`` shows, as a dict."""
-    from .._builder import create
+    from .._builder import create, model_spec
     from .._pretrained import PRETRAINED, default_tag
     from .._profile import count_macs, count_params
 
+    name = model_spec(name)  # a saved folder, as `emozoo eval` takes it
     model = create(name)
     cfg = model.config
     arch = cfg.architecture

@@ -56,6 +56,12 @@ def test_info_on_a_saved_folder(run, tmp_path):
     assert data["architecture"] == "resnet10" and data["weights"] == f"local-dir:{folder}"
 
 
+def test_missing_folder_is_named_as_a_folder(run, tmp_path):
+    result = run("info", str(tmp_path / "no" / "such.model"))  # not read as the architecture before a dot
+    assert result.exit_code == 1
+    assert "such.model/config.json: not found" in result.output and "Unknown model" not in result.output
+
+
 def test_unknown_name_is_one_clear_line(run):
     result = run("info", "emoxnett")
     assert result.exit_code == 1

@@ -37,8 +37,15 @@ def _known_names() -> list[str]:
 
 
 def model_spec(spec: str) -> str:
-    """``spec`` with a bare folder path written as ``local-dir:PATH``; any other name is returned unchanged."""
-    return f"{LOCAL_PREFIX}{spec}" if ":" not in spec and Path(spec).is_dir() else spec
+    """``spec`` with a bare folder path written as ``local-dir:PATH``; any other name is returned unchanged.
+
+    A spec with a path separator (other than ``timm/<name>``) is a folder even when it does not exist,
+    so that a mistyped path is reported as a missing folder rather than as an unknown model.
+    """
+    if ":" in spec or spec.startswith(TIMM_PREFIX):
+        return spec
+    looks_like_path = "/" in spec or "\\" in spec or spec.startswith(".")
+    return f"{LOCAL_PREFIX}{spec}" if looks_like_path or Path(spec).is_dir() else spec
 
 
 def check_model_name(name: str) -> None:

@@ -267,3 +267,45 @@ def test_model_card_says_when_an_ensemble_flips():
     plain = emozoo.create("emoxnet", members=["mini_xception", "resnet10"])
     assert "Test-time flip (`flip: true`)" in model_card(flipped.config, "org/flipped")
     assert "flip" not in model_card(plain.config, "org/plain").lower()
+
+
+def test_emoxnetlite_flip_averages_the_student_over_the_face_and_its_mirror(tmp_path):
+    torch.manual_seed(0)
+    plain = emozoo.create("emoxnetlite").eval()
+    flipped = emozoo.create("emoxnetlite", flip=True).eval()
+    assert flipped.config.model_args["flip"] is True and "flip" not in plain.config.model_args
+    assert list(flipped.state_dict()) == list(plain.state_dict())  # no wrapper prefix: same weights file
+    flipped.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(flipped(x), (plain(x) + plain(x.flip(-1))) / 2, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(plain(x), plain(x.flip(-1)), atol=1e-5)
+    macs, macs_flip = (emozoo.count_macs(m, (1, 48, 48)) for m in (plain, flipped))
+    assert 1.9 * macs < macs_flip < 2.1 * macs
+    # saved without flip, loaded with it (and back): the override changes only the config
+    folder = emozoo.save_pretrained(plain, tmp_path / "lite")
+    again = emozoo.create(f"local-dir:{folder}", pretrained=True, flip=True).eval()
+    assert again.config.model_args["flip"] is True
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), flipped(x))
+    folder = emozoo.save_pretrained(again, tmp_path / "lite_flip")
+    assert emozoo.create(f"local-dir:{folder}", pretrained=True).config.model_args["flip"] is True
+    off = emozoo.create(f"local-dir:{folder}", pretrained=True, flip=False).eval()
+    assert "flip" not in off.config.model_args
+    with torch.no_grad():
+        torch.testing.assert_close(off(x), plain(x))
+
+
+def test_flip_override_is_refused_where_it_has_no_meaning():
+    with pytest.raises(emozoo.ConfigError, match="flip= is an option of emoxnet and emoxnetlite"):
+        emozoo.create("resnet18", flip=True)
+    with pytest.raises(emozoo.ConfigError, match="emoxnetlite's flip= must be true or false"):
+        emozoo.create("emoxnetlite", student="resnet10", **{"flip": 1})
+
+
+def test_model_card_says_when_emoxnetlite_flips():
+    from emozoo._modelcard import model_card
+
+    card = model_card(emozoo.create("emoxnetlite", flip=True).config, "org/lite")
+    assert "Test-time flip (`flip: true`)" in card and "flip=False" in card
+    assert "flip" not in model_card(emozoo.create("emoxnetlite").config, "org/lite").lower()

@@ -293,3 +293,20 @@ def test_a_saved_folder_is_a_model_name_as_in_eval(model, photo, tmp_path):
     by_folder = emozoo.predict([x], str(folder), detector="full")[0].faces[0].scores
     by_module = emozoo.predict([x], model, detector="full")[0].faces[0].scores
     assert by_folder == pytest.approx(by_module, abs=1e-6)
+
+
+def test_cli_flip_switch_overrides_the_published_test_time_flip(cli, tmp_path):
+    face = REPO / "examples" / "face.png"
+    scores = {}
+    for flag in ("--flip", "--no-flip"):
+        result = cli("predict", face, "--detector", "full", "--json", flag)
+        assert result.exit_code == 0, result.output
+        scores[flag] = json.loads(result.stdout)[0]["faces"][0]["scores"]
+    assert scores["--flip"] != scores["--no-flip"]
+    for flip, flag in ((True, "--flip"), (False, "--no-flip")):
+        model = emozoo.create("emoxnetlite", pretrained=True, flip=flip)
+        want = emozoo.predict(face, model, detector="full")[0].faces[0].scores
+        assert want == pytest.approx(scores[flag], abs=6e-5)  # JSON rounds to 4 digits
+    single = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25), tmp_path / "r10")
+    result = cli("predict", face, "--detector", "full", "--model", f"local-dir:{single}", "--flip")
+    assert result.exit_code == 1 and "flip= is an option of emoxnet and emoxnetlite" in result.output

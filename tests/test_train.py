@@ -81,6 +81,18 @@ def test_eval_json_and_plot(member, fer_csv, tmp_path):
     assert "accuracy" in text and "macro-F1" in text
 
 
+def test_eval_flip_overrides_the_saved_test_time_flip(member, fer_csv, tmp_path):
+    lite = emozoo.save_pretrained(emozoo.create("emoxnetlite", student=("resnet10", {"width": 0.25})), tmp_path / "lite")
+    plain = json.loads(cli("eval", lite, "--data", fer_csv, "--json").output)
+    flipped = json.loads(cli("eval", lite, "--data", fer_csv, "--flip", "--json").output)
+    assert plain["flip"] is False and flipped["flip"] is True and flipped["n"] == plain["n"] == 64
+    model = emozoo.create(f"local-dir:{lite}", pretrained=True, flip=True)
+    direct = emozoo.workflows.evaluate_model(model, str(fer_csv), "PublicTest", progress=False)
+    assert flipped["accuracy"] == direct["accuracy"] and flipped["confusion"] == direct["confusion"]
+    result = cli("eval", member, "--data", fer_csv, "--no-flip")
+    assert result.exit_code == 1 and "flip= is an option of emoxnet and emoxnetlite" in result.output
+
+
 def test_ensemble_fits_learned_fusion_on_holdout_only(member, fer_csv, tmp_path):
     other = tmp_path / "other"
     assert cli("train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--out", other, "--epochs", 1,

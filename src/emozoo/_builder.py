@@ -9,7 +9,7 @@ from torch import nn
 
 from . import _hub, errors
 from ._config import FERPLUS_LABELS, InputSpec, ModelConfig, WEIGHTS_NAME
-from ._models import TIMM_PREFIX, build_architecture, normalized_model_args
+from ._models import FLIP_ARCHITECTURES, TIMM_PREFIX, build_architecture, normalized_model_args
 from ._pretrained import PRETRAINED, default_tag, resolve
 from ._registry import BACKBONES, natural_key
 from ._weights import load_weights
@@ -63,7 +63,7 @@ def _check_architecture(arch: str) -> None:
 
 def create(name: str, pretrained: bool = False, *, num_classes: int | None = None, in_chans: int | None = None,
            label_names: Sequence[str] | None = None, input_size: Sequence[int] | None = None,
-           revision: str | None = None, **kwargs: Any) -> nn.Module:
+           revision: str | None = None, flip: bool | None = None, **kwargs: Any) -> nn.Module:
     """Create a model by name, the timm way.
 
     ``name`` is one of:
@@ -79,7 +79,12 @@ def create(name: str, pretrained: bool = False, *, num_classes: int | None = Non
     For ``emoxnet``, ``members=[...]`` (backbone names, ``timm/`` names or ``(name, {args})``) and
     ``fusion="mean_prob"`` (with ``fusion_args={}``) compose any ensemble, and ``flip=True`` adds
     test-time flip (each member averages the face and its mirror); for ``emoxnetlite``,
-    ``student=`` picks the student backbone. Other keyword arguments go to the backbone factory.
+    ``student=`` picks the student backbone and ``flip=True`` averages it over the face and its
+    mirror. Other keyword arguments go to the backbone factory.
+
+    ``flip=True`` / ``flip=False`` also overrides the test-time flip stored with published weights
+    (same weights, twice or half the MACs): ``create("emoxnetlite.ferplus", pretrained=True, flip=False)``
+    is the faster, slightly less accurate model.
 
     The returned model carries ``model.config`` (a :class:`ModelConfig`), with ``label_names`` in
     output order and the ``input`` spec that :func:`face_transform` follows.
@@ -118,6 +123,8 @@ def create(name: str, pretrained: bool = False, *, num_classes: int | None = Non
             raise errors.ConfigError(f"{name}: the architecture comes from its config.json; unexpected "
                                      f"arguments {sorted(kwargs)}")
         _check_overrides(config, name, num_classes, label_names, in_chans, input_size)
+    if flip is not None:
+        _set_flip(config, name, flip)
     try:
         model = build_architecture(config.architecture, config.num_classes, config.input.in_chans, config.model_args)
     except errors.UnknownNameError as exc:
@@ -144,6 +151,15 @@ def _fresh_config(arch, num_classes, label_names, in_chans, input_size, kwargs) 
                          mean=spec.mean[:1], std=spec.std[:1], crop_margin=spec.crop_margin)
     return ModelConfig(architecture=arch, model_args=normalized_model_args(arch, kwargs),
                        label_names=tuple(label_names), input=spec)
+
+
+def _set_flip(config: ModelConfig, name: str, flip: bool) -> None:
+    if config.architecture not in FLIP_ARCHITECTURES:
+        raise errors.ConfigError(
+            f"{name}: flip= is an option of {' and '.join(FLIP_ARCHITECTURES)}, not of {config.architecture!r}; "
+            f"for test-time flip of one backbone use create('emoxnet', members=[{config.architecture!r}], flip=True)")
+    args = {k: v for k, v in config.model_args.items() if k != "flip"}
+    config.model_args = normalized_model_args(config.architecture, {**args, "flip": flip})
 
 
 def _check_overrides(config: ModelConfig, name, num_classes, label_names, in_chans, input_size) -> None:

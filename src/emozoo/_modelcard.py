@@ -126,7 +126,8 @@ def _describe(config: ModelConfig) -> str:
         flip = ", each averaged over the face and its mirror," if args.get("flip") else ""
         return f"An EmoXNet ensemble of {len(args['members'])} members ({names}){flip} fused by `{args['fusion']}`"
     if config.architecture == "emoxnetlite":
-        return (f"An EmoXNetLite student (`{args['student']['backbone']}`) trained by knowledge distillation "
+        flip = ", averaged over the face and its mirror at test time" if args.get("flip") else ""
+        return (f"An EmoXNetLite student (`{args['student']['backbone']}`{flip}) trained by knowledge distillation "
                 "from a larger teacher (see the training recipe)")
     return f"A `{config.architecture}` network"
 
@@ -174,10 +175,14 @@ def _architecture_section(config: ModelConfig) -> str:
         if args.get("flip"):
             lines += ["", "Test-time flip (`flip: true`): each member scores the face and its mirror image in one "
                           "doubled batch and passes the mean of both logits and features to the fusion "
-                          "(twice the members' MACs)."]
+                          "(twice the members' MACs). `emozoo.create(..., flip=False)` turns it off (same weights)."]
     elif config.architecture == "emoxnetlite":
         student = args["student"]
         lines = [f"Student backbone `{student['backbone']}` with arguments `{json.dumps(student['args'])}`."]
+        if args.get("flip"):
+            lines += ["", "Test-time flip (`flip: true`): the student scores the face and its mirror image in one "
+                          "doubled batch and returns the mean of both logits (twice the MACs). "
+                          "`emozoo.create(..., flip=False)` turns it off (same weights)."]
     else:
         lines = [f"Backbone `{config.architecture}` with arguments `{json.dumps(args)}`."]
     if config.requires:

@@ -28,9 +28,12 @@ from .train import Recipe, _Dist, device_for, fit, holdout_split, predict_logits
 Log = Callable[[dict], None]
 
 
-def resolve_model(spec: str, pretrained: bool = True) -> nn.Module:
-    """A model from a folder path, ``local-dir:``/``hf-hub:`` name, or a (pretrained) model name."""
-    return create(model_spec(spec), pretrained=pretrained)
+def resolve_model(spec: str, pretrained: bool = True, flip: bool | None = None) -> nn.Module:
+    """A model from a folder path, ``local-dir:``/``hf-hub:`` name, or a (pretrained) model name.
+
+    ``flip`` overrides the saved test-time flip of an emoxnet / emoxnetlite (None keeps it).
+    """
+    return create(model_spec(spec), pretrained=pretrained, flip=flip)
 
 
 def open_split(spec: str, split: str, transform=None, label_names=None, soft: bool = False):
@@ -261,6 +264,7 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
         fused, targets = predict_logits(model, data, batch_size, progress=progress, desc="eval")
     labels = model.config.label_names
     result = {"model": name, "data": data_spec, "split": split, "backend": backend,
+              "flip": bool(model.config.model_args.get("flip", False)),
               **classification_metrics(fused.softmax(1), targets, labels)}
     if backend != "eager":
         eager, _ = predict_logits(reference, data, batch_size, progress=progress, desc="eval eager")

@@ -38,9 +38,12 @@ def register(cli: click.Group) -> None:
     @click.option("--min-face", default=0.0, show_default=True, type=click.FloatRange(min=0),
                   help="Ignore faces narrower or shorter than this many pixels.")
     @click.option("--device", default=None, help="torch device for the model (default: cpu).")
+    @click.option("--flip/--no-flip", default=None,
+                  help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
+                       "[default: as published].")
     @click.pass_context
     def predict(ctx, paths, model, detector, batch_size, as_json, csv_path, annotate_dir, every, smooth, camera,
-                min_face, device):
+                min_face, device, flip):
         """Find the faces in PATHS (images, videos, directories, glob patterns) and classify their expressions.
 
         Prints one line per face, or writes --json / --csv with every label's score. An input that
@@ -58,6 +61,10 @@ def register(cli: click.Group) -> None:
             raise click.UsageError("--json and --csv - both write to standard output: give --csv a FILE")
         window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
 
+        if flip is not None:
+            from .._builder import create, model_spec
+
+            model = create(model_spec(model), pretrained=True, flip=flip)
         predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
         inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else list(paths)
         rows = _CsvWriter(csv_path, predictor.labels) if csv_path else None

@@ -184,10 +184,16 @@ def register(cli: click.Group) -> None:
     @click.option("--plot", type=click.Path(dir_okay=False), help="Write a confusion-matrix PNG.")
     @click.option("--backend", default="eager", show_default=True, type=click.Choice(["eager", "onnx", "int8"]),
                   help="Run in PyTorch, or exported to ONNX Runtime (float32 or int8-quantized).")
+    @click.option("--flip/--no-flip", default=None,
+                  help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
+                       "[default: as saved].")
     @click.option("--json", "as_json", is_flag=True)
-    def eval_(model, data_spec, split, batch_size, members, plot, backend, as_json):
+    def eval_(model, data_spec, split, batch_size, members, plot, backend, flip, as_json):
         """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split."""
-        from ..workflows import evaluate_model
+        from ..workflows import evaluate_model, resolve_model
+
+        if flip is not None:
+            model = resolve_model(model, flip=flip)
 
         result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
                                 progress=not as_json, backend=backend)

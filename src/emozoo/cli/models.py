@@ -47,6 +47,8 @@ def register(cli: click.Group) -> None:
             lines.append(f"fusion:        {args['fusion']}")
         elif data["architecture"] == "emoxnetlite":
             lines.append(f"student:       {data['model_args']['student']['backbone']} {data['model_args']['student']['args']}")
+        if data["model_args"].get("flip"):
+            lines.append("test-time flip: on (face and mirror averaged; flip=False turns it off)")
         lines += [
             f"parameters:    {data['params']:,} ({data['params'] / 1e6:.2f} M)",
             f"MACs:          {data['macs']:,} ({data['macs'] / 1e6:.1f} M) at {inp['in_chans']}x{inp['size'][0]}x{inp['size'][1]}",

@@ -324,7 +324,7 @@ def main(argv=None) -> None:
         model = emozoo.create(f"timm/{arch}", in_chans=3, input_size=(224, 224))
         run(model, label, ("eager", "channels_last", "onnx", "int8"), args.batch_sizes,
             f"timm {arch}, 3x224x224, random weights (latency does not depend on them)", weights="random")
-    for folder in ("resnet18", "mini_xception", "emoxnetlite_from_emoxnet"):  # trained models: points for the chart
+    for folder in ("resnet18", "mini_xception"):  # emozoo's trained members: points for the accuracy chart
         path = ROOT / "results" / "ferplus" / folder
         if (path / "config.json").is_file():
             run(f"local-dir:{path}", f"{folder} (results/ferplus)", ("eager", "onnx", "int8"), args.batch_sizes[:1],

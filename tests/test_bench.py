@@ -123,6 +123,21 @@ def test_bench_plot_writes_a_pareto_png(cli, folders, tmp_path):
     assert result.exit_code == 1 and "no benchmarked model has a validation accuracy" in result.output
 
 
+def test_bench_flip_switch_labels_the_rows_and_doubles_the_macs(cli):
+    rows = {}
+    for flag in ("--flip", "--no-flip"):
+        result = cli("bench", "emoxnetlite.ferplus", flag, "--backend", "eager", "--json", *FAST)
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(result.stdout)["results"]
+        rows[flag] = row
+    assert rows["--flip"]["model"] == "emoxnetlite.ferplus (flip)" and rows["--no-flip"]["model"].endswith("(no flip)")
+    assert rows["--flip"]["macs"] == 2 * rows["--no-flip"]["macs"]
+    # the published accuracy was measured without flip: the flipped row does not claim it
+    assert rows["--flip"]["accuracy"] is None and rows["--no-flip"]["accuracy"] > 0.8
+    result = cli("bench", "resnet10", "--flip", "--backend", "eager", "--json", *FAST)
+    assert "flip= is an option of emoxnet and emoxnetlite" in json.loads(result.stdout)["results"][0]["error"]
+
+
 def test_bench_onnx_and_int8_backends_run(cli, folders, fer_csv):
     needs_onnx()
     result = cli("bench", folders["mx"], "--backend", "onnx,int8", "--data", fer_csv, "--json", *FAST)
@@ -152,6 +167,14 @@ def test_export_onnx_round_trip_matches_pytorch(cli, folders, fer_csv, tmp_path,
     if int8:
         assert "training faces" in report["calibration"] and report["top1_agreement"] >= 0.9
         assert (got.softmax(1) - want.softmax(1)).abs().max() < 0.25
+        import onnx
+
+        graph = onnx.load(str(out)).graph
+        made_by = {o: n.op_type for n in graph.node for o in n.output}
+        convs = [n for n in graph.node if n.op_type == "Conv"]
+        # the stem convolution keeps float32 weights and input; every later one reads dequantized int8 weights
+        assert made_by.get(convs[0].input[1]) is None and made_by.get(convs[0].input[0]) != "DequantizeLinear"
+        assert all(made_by.get(c.input[1]) == "DequantizeLinear" for c in convs[1:])
     else:
         assert report["max_abs_prob"] <= 1e-4 and "1e-04" in report["tolerance"]
         assert (got.softmax(1) - want.softmax(1)).abs().max() <= 1e-4

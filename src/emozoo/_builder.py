@@ -159,7 +159,10 @@ def _set_flip(config: ModelConfig, name: str, flip: bool) -> None:
             f"{name}: flip= is an option of {' and '.join(FLIP_ARCHITECTURES)}, not of {config.architecture!r}; "
             f"for test-time flip of one backbone use create('emoxnet', members=[{config.architecture!r}], flip=True)")
     args = {k: v for k, v in config.model_args.items() if k != "flip"}
+    before = bool(config.model_args.get("flip", False))
     config.model_args = normalized_model_args(config.architecture, {**args, "flip": flip})
+    if before != bool(config.model_args.get("flip", False)):
+        config.metrics = {}  # measured with the other setting; `emozoo eval` measures this one
 
 
 def _check_overrides(config: ModelConfig, name, num_classes, label_names, in_chans, input_size) -> None:

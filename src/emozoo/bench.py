@@ -341,8 +341,11 @@ def prepare_backend(model: nn.Module, backend: str, *, device: str = "cpu", thre
     raise EmozooError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
-def load_model(name: str, input_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, str]:
-    """The model ``name`` names, and its weights: "pretrained" (arch.tag or a folder) or "random" (an architecture)."""
+def load_model(name: str, input_shape: tuple[int, ...] | None = None,
+               flip: bool | None = None) -> tuple[nn.Module, str]:
+    """The model ``name`` names, and its weights: "pretrained" (arch.tag or a folder) or "random" (an architecture).
+
+    ``flip`` turns an emoxnet / emoxnetlite's test-time flip on or off (None: as saved)."""
     from ._builder import HUB_PREFIX, LOCAL_PREFIX, create, model_spec
 
     name = model_spec(name)
@@ -352,7 +355,7 @@ def load_model(name: str, input_shape: tuple[int, ...] | None = None) -> tuple[n
         kwargs["input_size"] = input_shape[1:]
         if not pretrained:
             kwargs["in_chans"] = input_shape[0]
-    model = create(name, pretrained=pretrained, **kwargs)
+    model = create(name, pretrained=pretrained, flip=flip, **kwargs)
     if pretrained and input_shape and model.config.input.in_chans != input_shape[0]:
         raise EmozooError(f"{name} takes {model.config.input.in_chans}-channel input; give --input-size "
                           f"{model.config.input.in_chans}x{input_shape[1]}x{input_shape[2]}")
@@ -363,21 +366,24 @@ def bench_model(model: str | nn.Module, *, name: str | None = None, backends: Se
                 batch_sizes: Sequence[int] = (1,), threads: int | None = None, device: str = "cpu",
                 input_shape: tuple[int, ...] | None = None, weights: str | None = None,
                 peak_flops: float | None = None, min_runs: int = 10, max_time: float = 3.0, target: float = 0.02,
-                data_spec: str | None = "ferplus") -> list[BenchResult]:
+                data_spec: str | None = "ferplus", flip: bool | None = None) -> list[BenchResult]:
     """Benchmark one model (a name, or a module made by :func:`emozoo.create`) on each backend and batch size.
 
-    ``name`` labels a module; ``input_shape`` (C, H, W) overrides the model's input size;
+    ``name`` labels a module; ``input_shape`` (C, H, W) overrides the model's input size; ``flip``
+    turns a named emoxnet / emoxnetlite's test-time flip on or off (the label says so);
     ``peak_flops`` (from :func:`measure_peak_flops`) adds the roofline figures. Failures become rows
     with ``error`` set. The fastest backend per batch size gets ``best=True``.
     """
     label = name or (model if isinstance(model, str) else getattr(getattr(model, "config", None), "name", None)
                      or type(model).__name__)
+    if flip is not None and isinstance(model, str) and not name:
+        label += " (flip)" if flip else " (no flip)"
     threads = threads or torch.get_num_threads()
     rows = [BenchResult(label, b, bs, device, threads) for b in backends for bs in batch_sizes]
     with num_threads(threads):
         try:
             if isinstance(model, str):
-                model, kind = load_model(model, input_shape)
+                model, kind = load_model(model, input_shape, flip)
                 weights = weights or kind
             model = model.eval()
             shape = tuple(input_shape or model.config.input.shape)

@@ -60,8 +60,10 @@ def register(cli: click.Group) -> None:
     @click.option("--plot", type=click.Path(dir_okay=False), help="Write an accuracy-against-latency PNG.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
     @click.option("--csv", "csv_file", type=click.Path(dir_okay=False), help="Also write the rows to a CSV file.")
+    @click.option("--flip/--no-flip", default=None,
+                  help="Turn test-time flip on or off for emoxnet / emoxnetlite models [default: as published].")
     def bench(patterns, batch_sizes, threads, backends, device, input_size, min_runs, max_time, target, data_spec,
-              roofline, plot, as_json, csv_file):
+              roofline, plot, as_json, csv_file, flip):
         """Latency (median, p90, p99 per batch), throughput, size, MACs and memory of models matching PATTERNS.
 
         PATTERNS are model names (arch.tag for published weights, an architecture for random weights,
@@ -97,7 +99,7 @@ def register(cli: click.Group) -> None:
                 log(f"benchmarking {name} ({', '.join(names_)}; batch {', '.join(map(str, sizes))}) ...")
             rows += B.bench_model(name, backends=names_, batch_sizes=sizes, threads=threads, device=device,
                                   input_shape=shape, peak_flops=peak, min_runs=min_runs, max_time=max_time,
-                                  target=target, data_spec=data_spec)
+                                  target=target, data_spec=data_spec, flip=flip)
         best = B.best_backends(rows)
         points = B.pareto_points(rows)
         if csv_file:

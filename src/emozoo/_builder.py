@@ -82,9 +82,11 @@ def create(name: str, pretrained: bool = False, *, num_classes: int | None = Non
     ``student=`` picks the student backbone and ``flip=True`` averages it over the face and its
     mirror. Other keyword arguments go to the backbone factory.
 
-    ``flip=True`` / ``flip=False`` also overrides the test-time flip stored with published weights
-    (same weights, twice or half the MACs): ``create("emoxnetlite.ferplus", pretrained=True, flip=False)``
-    is the faster, slightly less accurate model.
+    ``flip=True`` / ``flip=False`` also overrides the test-time flip stored with published or saved
+    weights (same weights, twice or half the MACs; the stored metrics, measured with the other setting,
+    are dropped): ``create("emoxnetlite.ferplus", pretrained=True, flip=True)`` is the student at twice
+    its MACs and about half a point more accurate, ``create("emoxnet.ferplus", pretrained=True, flip=False)``
+    the ensemble at half its MACs.
 
     The returned model carries ``model.config`` (a :class:`ModelConfig`), with ``label_names`` in
     output order and the ``input`` spec that :func:`face_transform` follows.

@@ -142,6 +142,25 @@ def test_distill_caches_teacher_outputs(member, fer_csv, tmp_path, monkeypatch):
     assert len(calls) == 1  # the second run reused the cached teacher outputs
 
 
+def test_distill_init_starts_the_student_from_given_weights(member, fer_csv, tmp_path):
+    torch.manual_seed(3)
+    start = emozoo.save_pretrained(emozoo.create("mini_xception", width=0.5, label_names=emozoo.data.FER2013_LABELS),
+                                   tmp_path / "start")
+    args = ["distill", "--teacher", member, "--student", "mini_xception", "--student-arg", "width=0.5",
+            "--data", fer_csv, "--epochs", 1, "--limit", 64, "--lr", 1e-9, "--warmup-epochs", 0, *FAST]
+    result = cli(*args, "--init", start, "--out", tmp_path / "tuned")
+    assert result.exit_code == 0, result.output
+    tuned = emozoo.create(f"local-dir:{tmp_path / 'tuned'}", pretrained=True)
+    before = emozoo.create(f"local-dir:{start}", pretrained=True)
+    params = dict(before.named_parameters())
+    for name, p in tuned.named_parameters():  # a learning rate of 1e-9 leaves the starting weights in place
+        torch.testing.assert_close(p, params[name], rtol=0, atol=1e-6)
+    fresh = emozoo.create("mini_xception", width=0.25, label_names=emozoo.data.FER2013_LABELS)
+    other = emozoo.save_pretrained(fresh, tmp_path / "other")
+    result = cli(*args, "--init", other, "--out", tmp_path / "x")
+    assert result.exit_code == 1 and "do not fit the student" in result.output
+
+
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(fer_csv, tmp_path):
     args = ["train", "resnet10", "--model-arg", "width=0.5", "--data", fer_csv, "--epochs", 3, "--val-split", "none",
             *FAST]

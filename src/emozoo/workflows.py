@@ -117,8 +117,12 @@ def teacher_outputs(teacher: nn.Module, data_spec: str, split: str, indices: lis
 
 def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec: str, split: str,
                   val_split: str | None, recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
-                  log: Log | None = None, command: str = "", progress: bool = True) -> dict:
-    """Distil ``teacher_spec`` into ``student`` with ``recipe.distill_loss`` and save to ``out_dir``."""
+                  log: Log | None = None, command: str = "", progress: bool = True, init: str | None = None) -> dict:
+    """Distil ``teacher_spec`` into ``student`` with ``recipe.distill_loss`` and save to ``out_dir``.
+
+    ``init`` (a model folder or name) starts the student from those weights instead of random ones,
+    e.g. to fine-tune a distilled student on a better teacher; its architecture must be the student's.
+    """
     log = log or (lambda e: None)
     out_dir = Path(out_dir)
     val_split = default_val_split(split, val_split)
@@ -139,12 +143,25 @@ def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec
     teacher.cpu()
     torch.manual_seed(recipe.seed)
     model = create(student, label_names=labels, **student_args)
+    if init:
+        _init_from(model, init)
     train_data.transform = train_transform(model.config.input, recipe.augment)
     val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), labels) if val_split else None)
     result = fit(model, Subset(train_data, indices), val_set, recipe, out_dir, resume=resume, log=log,
                  progress=progress, teacher_logits=logits, distill_loss=loss_fn)
     _save_final(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
     return result
+
+
+def _init_from(model: nn.Module, spec: str) -> None:
+    source = resolve_model(spec)
+    own, theirs = model.state_dict(), source.state_dict()
+    wrong = sorted(set(own) ^ set(theirs)) + [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+    if wrong:
+        raise errors.ConfigError(f"--init {spec}: its weights do not fit the student ({source.config.architecture} "
+                                 f"{source.config.model_args}; first mismatching tensors: {', '.join(wrong[:3])}); "
+                                 "give weights of the same architecture and arguments")
+    model.load_state_dict(theirs)
 
 
 def _as_member(config) -> dict:

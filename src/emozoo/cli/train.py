@@ -130,8 +130,10 @@ def register(cli: click.Group) -> None:
     @click.option("--loss", help="Distillation loss [kd_smooth].")
     @click.option("--loss-arg", "loss_args", multiple=True, metavar="KEY=VALUE",
                   help="Loss hyper-parameter, e.g. eps=0.1 T=2 alpha=0.9.")
+    @click.option("--init", help="Start the student from these weights (a folder or name of the same "
+                                 "architecture) instead of random ones.")
     @recipe_options
-    def distill(teacher, student, student_args, loss, loss_args, recipe_file, out_dir, resume, as_json, data_spec,
+    def distill(teacher, student, student_args, loss, loss_args, init, recipe_file, out_dir, resume, as_json, data_spec,
                 split, val_split, **options):
         """Distil a --teacher into a --student on --data (teacher outputs cached once)."""
         from ..workflows import distill_model
@@ -147,7 +149,7 @@ def register(cli: click.Group) -> None:
                       {**file_data.get("model_args", {}), **parse_kv(student_args)},
                       data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
                       val_split or file_data.get("val_split"), recipe, out_dir, resume=resume,
-                      log=make_logger(as_json), command=command_line())
+                      log=make_logger(as_json), command=command_line(), init=init)
 
     @cli.command()
     @click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))

@@ -86,6 +86,7 @@ def test_eval_flip_overrides_the_saved_test_time_flip(member, fer_csv, tmp_path)
     plain = json.loads(cli("eval", lite, "--data", fer_csv, "--json").output)
     flipped = json.loads(cli("eval", lite, "--data", fer_csv, "--flip", "--json").output)
     assert plain["flip"] is False and flipped["flip"] is True and flipped["n"] == plain["n"] == 64
+    assert flipped["model"] == plain["model"] == str(lite)  # labelled with the name given, flip or not
     model = emozoo.create(f"local-dir:{lite}", pretrained=True, flip=True)
     direct = emozoo.workflows.evaluate_model(model, str(fer_csv), "PublicTest", progress=False)
     assert flipped["accuracy"] == direct["accuracy"] and flipped["confusion"] == direct["confusion"]
@@ -142,15 +143,20 @@ def test_distill_caches_teacher_outputs(member, fer_csv, tmp_path, monkeypatch):
     assert len(calls) == 1  # the second run reused the cached teacher outputs
 
 
-def test_distill_init_starts_the_student_from_given_weights(member, fer_csv, tmp_path):
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_init_starts_from_given_weights(command, member, fer_csv, tmp_path):
     torch.manual_seed(3)
     start = emozoo.save_pretrained(emozoo.create("mini_xception", width=0.5, label_names=emozoo.data.FER2013_LABELS),
                                    tmp_path / "start")
-    args = ["distill", "--teacher", member, "--student", "mini_xception", "--student-arg", "width=0.5",
-            "--data", fer_csv, "--epochs", 1, "--limit", 64, "--lr", 1e-9, "--warmup-epochs", 0, *FAST]
+    if command == "train":
+        args = ["train", "mini_xception", "--model-arg", "width=0.5"]
+    else:
+        args = ["distill", "--teacher", member, "--student", "mini_xception", "--student-arg", "width=0.5"]
+    args += ["--data", fer_csv, "--epochs", 1, "--limit", 64, "--lr", 1e-9, "--warmup-epochs", 0, *FAST]
     result = cli(*args, "--init", start, "--out", tmp_path / "tuned")
     assert result.exit_code == 0, result.output
     tuned = emozoo.create(f"local-dir:{tmp_path / 'tuned'}", pretrained=True)
+    assert f"--init {start}" in tuned.config.recipe["command"]
     before = emozoo.create(f"local-dir:{start}", pretrained=True)
     params = dict(before.named_parameters())
     for name, p in tuned.named_parameters():  # a learning rate of 1e-9 leaves the starting weights in place
@@ -158,7 +164,8 @@ def test_distill_init_starts_the_student_from_given_weights(member, fer_csv, tmp
     fresh = emozoo.create("mini_xception", width=0.25, label_names=emozoo.data.FER2013_LABELS)
     other = emozoo.save_pretrained(fresh, tmp_path / "other")
     result = cli(*args, "--init", other, "--out", tmp_path / "x")
-    assert result.exit_code == 1 and "do not fit the student" in result.output
+    assert result.exit_code == 1 and "do not fit the model being trained" in result.output
+    assert "shape mismatch" in result.output and not (tmp_path / "x" / "model.safetensors").exists()
 
 
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(fer_csv, tmp_path):

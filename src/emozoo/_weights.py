@@ -70,21 +70,28 @@ def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected tensors {_few(unexpected)}")
-        if wrong:
-            parts.append(f"shape mismatch {_few(wrong)}")
-        raise WeightsError(f"{path} does not match the architecture in config.json: " + "; ".join(parts))
+    mismatch = state_dict_mismatch(own, state)
+    if mismatch:
+        raise WeightsError(f"{path} does not match the architecture in config.json: {mismatch}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model
+
+
+def state_dict_mismatch(own: dict[str, Any], other: dict[str, Any]) -> str:
+    """What keeps ``other`` from loading into a model whose state dict is ``own``: the missing, extra and
+    misshapen tensors, named (at most five of each); ``""`` when the two fit."""
+    missing = sorted(set(own) - set(other))
+    unexpected = sorted(set(other) - set(own))
+    wrong = [f"{k}: file {tuple(other[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in other and other[k].shape != own[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"missing tensors {_few(missing)}")
+    if unexpected:
+        parts.append(f"unexpected tensors {_few(unexpected)}")
+    if wrong:
+        parts.append(f"shape mismatch {_few(wrong)}")
+    return "; ".join(parts)
 
 
 def _few(items: list[str], n: int = 5) -> str:

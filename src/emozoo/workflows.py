@@ -20,7 +20,7 @@ from . import errors
 from ._builder import check_model_name, create, model_spec
 from ._models import EmoXNet
 from ._registry import DISTILL_LOSSES
-from ._weights import save_pretrained
+from ._weights import save_pretrained, state_dict_mismatch
 from .data import FER2013_SPLITS, eval_transform, open_dataset, train_transform
 from .metrics import classification_metrics, plot_confusion
 from .train import Recipe, _Dist, device_for, fit, holdout_split, predict_logits
@@ -82,14 +82,20 @@ def _save_final(model, out_dir, data_spec, split, val_split, recipe: Recipe, com
 
 def train_model(name: str, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
                 out_dir: str | Path, *, resume: bool = False, log: Log | None = None, command: str = "",
-                progress: bool = True) -> dict:
-    """Train one model (an ensemble member or any architecture) and save it to ``out_dir``."""
+                progress: bool = True, init: str | None = None) -> dict:
+    """Train one model (an ensemble member or any architecture) and save it to ``out_dir``.
+
+    ``init`` (a model folder or name) starts from those weights instead of random ones, e.g. to
+    continue a finished run with a new learning-rate cycle; its architecture and arguments must match.
+    """
     log = log or (lambda e: None)
     check_model_name(name)  # before reading any data
     val_split = default_val_split(split, val_split)
     probe = open_split(data_spec, split, soft=recipe.target == "soft")
     torch.manual_seed(recipe.seed)
     model = create(name, label_names=probe.label_names, **model_args)
+    if init:
+        _init_from(model, init)
     probe.transform = train_transform(model.config.input, recipe.augment)
     train_set = Subset(probe, train_indices(len(probe), recipe))
     val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), model.config.label_names)
@@ -154,13 +160,14 @@ def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec
 
 
 def _init_from(model: nn.Module, spec: str) -> None:
+    """Load the weights of ``spec`` (a model folder or name) into ``model``, which must share its architecture."""
     source = resolve_model(spec)
-    own, theirs = model.state_dict(), source.state_dict()
-    wrong = sorted(set(own) ^ set(theirs)) + [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
-    if wrong:
-        raise errors.ConfigError(f"--init {spec}: its weights do not fit the student ({source.config.architecture} "
-                                 f"{source.config.model_args}; first mismatching tensors: {', '.join(wrong[:3])}); "
-                                 "give weights of the same architecture and arguments")
+    theirs = source.state_dict()
+    mismatch = state_dict_mismatch(model.state_dict(), theirs)
+    if mismatch:
+        raise errors.ConfigError(f"--init {spec}: its weights ({source.config.architecture} {source.config.model_args}) "
+                                 f"do not fit the model being trained: {mismatch}; give weights of the same "
+                                 "architecture and arguments")
     model.load_state_dict(theirs)
 
 
@@ -255,15 +262,21 @@ def fit_fusion_on_outputs(fusion: nn.Module, logits: torch.Tensor, features: lis
 @torch.no_grad()
 def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_size: int = 256,
                    members: bool = True, plot: str | None = None, progress: bool = True,
-                   backend: str = "eager") -> dict:
+                   backend: str = "eager", flip: bool | None = None) -> dict:
     """Score a model under its dataset's protocol; for an EmoXNet also each member.
+
+    ``flip`` turns test-time flip on or off when ``model`` is a name or folder of an emoxnet or
+    emoxnetlite (``None``: as saved); the result still carries the name as given.
 
     ``backend="onnx"`` or ``"int8"`` scores the model exported to ONNX (int8: statically quantized,
     calibrated on the data's training split) and run by ONNX Runtime; members are then not scored, and
     ``eager_accuracy`` and ``accuracy_change`` compare it with the PyTorch model on the same images.
     """
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
-    model = resolve_model(model) if isinstance(model, str) else model
+    if isinstance(model, str):
+        model = resolve_model(model) if flip is None else resolve_model(model, flip=flip)
+    elif flip is not None:
+        raise errors.ConfigError("flip= applies to a model given by name or folder; build the module with it instead")
     model.eval()
     reference = model
     if backend != "eager":

@@ -105,8 +105,10 @@ def register(cli: click.Group) -> None:
     @click.argument("model", required=False)
     @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
                   help="Argument for the model constructor, e.g. width=0.5 or members='[\"resnet18\"]'.")
+    @click.option("--init", help="Start from these weights (a folder or name of the same architecture and "
+                                 "arguments) instead of random ones, e.g. to give a finished run a new lr cycle.")
     @recipe_options
-    def train(model, model_args, recipe_file, out_dir, resume, as_json, data_spec, split, val_split, **options):
+    def train(model, model_args, init, recipe_file, out_dir, resume, as_json, data_spec, split, val_split, **options):
         """Train MODEL (a backbone, emoxnetlite, timm/<arch>, ...) on --data; write --out.
 
         Writes a checkpoint every epoch (--resume continues it) and, at the end, model.safetensors and
@@ -121,7 +123,7 @@ def register(cli: click.Group) -> None:
         args = {**file_data.get("model_args", {}), **parse_kv(model_args)}
         train_model(model, args, data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
                     val_split or file_data.get("val_split"), _merge(file_data, options), out_dir, resume=resume,
-                    log=make_logger(as_json), command=command_line())
+                    log=make_logger(as_json), command=command_line(), init=init)
 
     @cli.command()
     @click.option("--teacher", required=False, help="Teacher: a model folder, local-dir:, hf-hub: or a pretrained name.")
@@ -192,13 +194,10 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True)
     def eval_(model, data_spec, split, batch_size, members, plot, backend, flip, as_json):
         """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split."""
-        from ..workflows import evaluate_model, resolve_model
-
-        if flip is not None:
-            model = resolve_model(model, flip=flip)
+        from ..workflows import evaluate_model
 
         result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
-                                progress=not as_json, backend=backend)
+                                progress=not as_json, backend=backend, flip=flip)
         if as_json:
             echo_json(result)
             return

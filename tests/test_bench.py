@@ -4,6 +4,8 @@ No timing is asserted anywhere: the numbers live in ``benchmarks/results/``.
 """
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,8 +13,12 @@ from click.testing import CliRunner
 from torch import nn
 
 import emozoo
+import emozoo.workflows
 from emozoo import bench as B
 from emozoo.cli import build_cli
+from emozoo.data import FER2013_LABELS
+
+from conftest import REPO
 
 FAST = ("--min-runs", "3", "--max-time", "0.05", "--no-roofline", "--threads", "1")
 
@@ -224,3 +230,19 @@ def test_bench_compile_backend(cli, folders):
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["results"][0]
     assert row["error"] is None and row["median_ms"] > 0, row["error"]
+
+
+def test_tta_views_script_scores_each_view_like_eval(fer_csv, tmp_path):
+    torch.manual_seed(0)
+    lite = emozoo.save_pretrained(emozoo.create("emoxnetlite", student=("resnet10", {"width": 0.25}),
+                                                label_names=FER2013_LABELS), tmp_path / "lite")
+    out = tmp_path / "tta.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tta_views.py"), str(lite), "--data", str(fer_csv),
+                          "--threads", "1", "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    plain = emozoo.workflows.evaluate_model(str(lite), str(fer_csv), "PublicTest", progress=False)
+    assert result["n"] == plain["n"] == 64
+    assert result["views"]["identity"]["alone"] == round(plain["accuracy"], 4)
+    assert result["sets"]["all"]["views"] == 18 and result["sets"]["identity + mirror"]["views"] == 2
+    assert "identity + mirror" in run.stdout

@@ -61,8 +61,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = emozoo.create(model_spec(args.model), pretrained=True, flip=False).eval()
     data = open_split(args.data, args.split, eval_transform(model.config.input), model.config.label_names)
-    x = torch.stack([data[i][0] for i in range(len(data))])
-    y = torch.tensor([int(data[i][1]) for i in range(len(data))])
+    items = [data[i][:2] for i in range(len(data))]  # each face read and transformed once
+    x = torch.stack([image for image, _ in items])
+    y = torch.tensor([int(label) for _, label in items])
     spec = model.config.input
     mean, std = torch.tensor(spec.mean), torch.tensor(spec.std)
     black = (-mean / std).expand(x.shape[1])

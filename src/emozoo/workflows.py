@@ -274,7 +274,7 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     """
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
     if isinstance(model, str):
-        model = resolve_model(model) if flip is None else resolve_model(model, flip=flip)
+        model = resolve_model(model, flip=flip)
     elif flip is not None:
         raise errors.ConfigError("flip= applies to a model given by name or folder; build the module with it instead")
     model.eval()

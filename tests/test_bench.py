@@ -246,3 +246,16 @@ def test_tta_views_script_scores_each_view_like_eval(fer_csv, tmp_path):
     assert result["views"]["identity"]["alone"] == round(plain["accuracy"], 4)
     assert result["sets"]["all"]["views"] == 18 and result["sets"]["identity + mirror"]["views"] == 2
     assert "identity + mirror" in run.stdout
+
+
+def test_train_speed_script_times_both_augmentation_paths(fer_csv, tmp_path):
+    out = tmp_path / "speed.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "resnet10", "--model-arg",
+                          "width=0.25", "--data", str(fer_csv), "--images", "64", "--batch-size", "32",
+                          "--num-workers", "0", "--threads", "1", "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    assert [r["path"] for r in report["rows"]] == ["loader (0 workers)", "batch_augment"]
+    assert all(r["images_per_s"] > 0 and r["epoch_s"] > 0 for r in report["rows"])
+    ratio = report["rows"][1]["images_per_s"] / report["rows"][0]["images_per_s"]
+    assert report["speedup"] == round(ratio, 2) and "x the images/s of the loader path" in run.stdout

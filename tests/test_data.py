@@ -8,9 +8,9 @@ from PIL import Image
 
 from emozoo import InputSpec
 from emozoo.data import (
-    DEFAULT_FERPLUS_NPZ, FER2013_LABELS, FERPLUS_LABELS, FERPLUS_VOTE_COLUMNS, RAFDB_LABELS, FER2013Csv,
-    FerPlusCsv, FerPlusNpz, ImageFolderDataset, RafDB, eval_transform, map_labels, open_dataset,
-    train_transform,
+    AUGMENT_STRENGTHS, DEFAULT_FERPLUS_NPZ, FER2013_LABELS, FERPLUS_LABELS, FERPLUS_VOTE_COLUMNS, RAFDB_LABELS, FER2013Csv,
+    FerPlusCsv, FerPlusNpz, ImageFolderDataset, RafDB, augment_batch, eval_transform, map_labels,
+    open_dataset, train_transform,
 )
 from emozoo.errors import ConfigError, DataError
 
@@ -331,6 +331,46 @@ def test_train_transform():
     assert train_transform({**SPEC1, "in_chans": 3, "size": [64, 64]}, "strong")(image).shape == (3, 64, 64)
     with pytest.raises(ConfigError, match="'extreme'"):
         train_transform(SPEC1, "extreme")
+
+
+
+def _batch(n=6, spec=SPEC1):
+    return torch.stack([eval_transform(spec)(Image.fromarray(face(i))) for i in range(n)])
+
+
+def test_augment_batch_mirrors_each_image_or_leaves_it(monkeypatch):
+    monkeypatch.setitem(AUGMENT_STRENGTHS, "flip_only", dict(degrees=0, translate=0, scale=0, jitter=0, erase=0))
+    x = _batch(16)
+    y = augment_batch(x, SPEC1, "flip_only", torch.Generator().manual_seed(0))
+    mirrored = [torch.allclose(a, b.flip(-1), atol=1e-5) for a, b in zip(y, x)]
+    kept = [torch.allclose(a, b, atol=1e-5) for a, b in zip(y, x)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+
+
+def test_augment_batch_erases_one_rectangle(monkeypatch):
+    monkeypatch.setitem(AUGMENT_STRENGTHS, "erase_only", dict(degrees=0, translate=0, scale=0, jitter=0, erase=1.0))
+    x = torch.full((32, 1, 48, 48), 1.0)
+    y = augment_batch(x, SPEC1, "erase_only", torch.Generator().manual_seed(1))
+    for image in y:
+        zero = image[0] == 0
+        rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
+        assert zero.sum() == len(rows) * len(cols)  # a filled rectangle
+        assert 0.005 * 48 * 48 <= zero.sum() <= 0.15 * 48 * 48  # of about 2-10 % of the area
+
+
+def test_augment_batch_is_repeatable_and_keeps_shape_and_range():
+    x = _batch(8)
+    spec3 = {**SPEC1, "in_chans": 3, "mean": [0.5, 0.4, 0.3]}
+    a = augment_batch(x, SPEC1, "default", torch.Generator().manual_seed(5))
+    b = augment_batch(x, SPEC1, "default", torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.shape == x.shape and a.dtype == x.dtype and not torch.equal(a, x)
+    assert a.min() >= (0 - 0.5) / 0.25 - 1e-6 and a.max() <= (1 - 0.5) / 0.25 + 1e-6  # pixels stay in [0, 1]
+    assert augment_batch(_batch(2, spec3), spec3, "strong").shape == (2, 3, 48, 48)
+    assert torch.equal(augment_batch(x, SPEC1, "none"), x)
+    with pytest.raises(ConfigError, match="'extreme'"):
+        augment_batch(x, SPEC1, "extreme")
+    with pytest.raises(ConfigError, match=r"\(B, C, H, W\)"):
+        augment_batch(x[0], SPEC1)
 
 
 # ------------------------------------------------------------------------------- the project's npz file

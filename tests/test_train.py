@@ -168,6 +168,25 @@ def test_init_starts_from_given_weights(command, member, fer_csv, tmp_path):
     assert "shape mismatch" in result.output and not (tmp_path / "x" / "model.safetensors").exists()
 
 
+def test_batch_augment_trains_repeatably_and_is_recorded(fer_csv, tmp_path):
+    args = ["train", "resnet10", *TINY, "--data", fer_csv, "--epochs", 1, "--limit", 96, *FAST]
+    for name in ("a", "b"):
+        result = cli(*args, "--batch-augment", "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+    a, b = (emozoo.create(f"local-dir:{tmp_path / n}", pretrained=True) for n in ("a", "b"))
+    assert a.config.recipe["batch_augment"] is True and a.config.recipe["steps"] == 3
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k  # the same seed draws the same augmentations
+    # a checkpoint written before the recipe had this field still resumes: the field takes its default
+    assert cli(*args, "--out", tmp_path / "old").exit_code == 0
+    meta_path = tmp_path / "old" / "checkpoint" / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["recipe"]["batch_augment"]
+    meta_path.write_text(json.dumps(meta))
+    result = cli(*args, "--out", tmp_path / "old", "--resume")
+    assert result.exit_code == 0, result.output
+
+
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(fer_csv, tmp_path):
     args = ["train", "resnet10", "--model-arg", "width=0.5", "--data", fer_csv, "--epochs", 3, "--val-split", "none",
             *FAST]

@@ -96,13 +96,18 @@ def train_model(name: str, model_args: dict, data_spec: str, split: str, val_spl
     model = create(name, label_names=probe.label_names, **model_args)
     if init:
         _init_from(model, init)
-    probe.transform = train_transform(model.config.input, recipe.augment)
+    probe.transform = _train_transform(model.config.input, recipe)
     train_set = Subset(probe, train_indices(len(probe), recipe))
     val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), model.config.label_names)
                if val_split else None)
     result = fit(model, train_set, val_set, recipe, out_dir, resume=resume, log=log, progress=progress)
     _save_final(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
     return result
+
+
+def _train_transform(input_spec, recipe: Recipe):
+    """Per-image augmentation in the loader, or none when the recipe augments whole batches on the device."""
+    return eval_transform(input_spec) if recipe.batch_augment else train_transform(input_spec, recipe.augment)
 
 
 def teacher_outputs(teacher: nn.Module, data_spec: str, split: str, indices: list[int], cache: Path,
@@ -151,7 +156,7 @@ def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec
     model = create(student, label_names=labels, **student_args)
     if init:
         _init_from(model, init)
-    train_data.transform = train_transform(model.config.input, recipe.augment)
+    train_data.transform = _train_transform(model.config.input, recipe)
     val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), labels) if val_split else None)
     result = fit(model, Subset(train_data, indices), val_set, recipe, out_dir, resume=resume, log=log,
                  progress=progress, teacher_logits=logits, distill_loss=loss_fn)
@@ -225,17 +230,21 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
 
 @torch.no_grad()
 def _member_outputs(model: EmoXNet, data, progress: bool, batch_size: int = 256):
-    """Every member's logits ``(M, N, C)`` and features over ``data`` in one pass, and the targets."""
+    """Every member's logits ``(M, N, C)`` and features over ``data`` in one pass, and the targets (on the CPU)."""
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    model.eval()
+    home, device = next(model.parameters()).device, device_for()
+    model.eval().to(device)  # on the GPU when there is one; the outputs come back to the CPU
     logits, features, targets = [], [], []
-    for x, y in tqdm(DataLoader(data, batch_size=batch_size), desc="members", disable=not progress, leave=False):
-        z, f = model.forward_members(x)
-        logits.append(z)
-        features.append([t.float() for t in f])
-        targets.append(y)
+    try:
+        for x, y in tqdm(DataLoader(data, batch_size=batch_size), desc="members", disable=not progress, leave=False):
+            z, f = model.forward_members(x.to(device))
+            logits.append(z.float().cpu())
+            features.append([t.float().cpu() for t in f])
+            targets.append(y)
+    finally:
+        model.to(home)
     return (torch.cat(logits, 1), [torch.cat([f[i] for f in features]) for i in range(len(model.members))],
             torch.cat(targets))
 

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from . import echo_json
 
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
-                 "target", "augment", "holdout", "limit", "seed", "num_workers", "amp")
+                 "target", "augment", "batch_augment", "holdout", "limit", "seed", "num_workers", "amp")
 
 
 def recipe_options(f):
@@ -27,6 +27,9 @@ def recipe_options(f):
         click.option("--target", type=click.Choice(["soft", "majority"]),
                      help="FER+: train on the vote distribution (soft) or the majority label."),
         click.option("--augment", type=click.Choice(["none", "light", "default", "strong"])),
+        click.option("--batch-augment/--no-batch-augment", default=None,
+                     help="Augment whole batches on the training device (fast on a GPU) instead of each image "
+                          "in loader workers."),
         click.option("--holdout", type=float, help="Fraction of the training split held back for fusion fitting."),
         click.option("--limit", type=int, help="Train on at most N images (smoke runs)."),
         click.option("--seed", type=int), click.option("--num-workers", type=int),

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from ..errors import ConfigError
@@ -75,3 +78,67 @@ def train_transform(input_spec, strength: str = "default") -> v2.Compose:
     if strength not in AUGMENT_STRENGTHS:
         raise ConfigError(f"unknown augmentation strength {strength!r}; choose none, {', '.join(AUGMENT_STRENGTHS)}")
     return _pipeline(input_spec, AUGMENT_STRENGTHS[strength])
+
+
+def augment_batch(x: torch.Tensor, input_spec, strength: str = "default",
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`train_transform`'s face augmentation applied to a whole normalised batch at once.
+
+    ``x`` is ``(B, C, H, W)`` as :func:`eval_transform` makes it, on any device; the result has the same
+    shape, device and dtype. Each image gets its own draw of the same operations as ``train_transform``:
+    horizontal flip (p=0.5), rotation, translation and scale (bilinear, black fill), brightness and
+    contrast jitter, then random erasing after normalisation. Training with ``Recipe.batch_augment``
+    uses this on the training device instead of per-image augmentation in loader workers, which keeps
+    a GPU busy that the loader could not feed. ``generator`` (on ``x``'s device) makes it repeatable.
+    """
+    if strength == "none":
+        return x
+    if strength not in AUGMENT_STRENGTHS:
+        raise ConfigError(f"unknown augmentation strength {strength!r}; choose none, {', '.join(AUGMENT_STRENGTHS)}")
+    if x.ndim != 4:
+        raise ConfigError(f"augment_batch expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    a = AUGMENT_STRENGTHS[strength]
+    _, _, mean, std = _read_spec(input_spec)
+    b, c, h, w = x.shape
+    dev = x.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=generator, device=dev)
+
+    mean_t = torch.tensor(mean, device=dev, dtype=x.dtype).view(1, c, 1, 1)
+    std_t = torch.tensor(std, device=dev, dtype=x.dtype).view(1, c, 1, 1)
+    pixels = x * std_t + mean_t
+    # geometry: output point o samples the input at F (A^-1 (o - t)), A = scale * rotation, F = optional mirror
+    angle = uniform(-a["degrees"], a["degrees"]) * (math.pi / 180)
+    scale = uniform(1 - a["scale"], 1 + a["scale"])
+    shift = torch.stack([uniform(-a["translate"], a["translate"]), uniform(-a["translate"], a["translate"])], 1) * 2
+    mirror = torch.where(torch.rand(b, generator=generator, device=dev) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    inverse = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)  # (B, 2, 2)
+    offset = -(inverse @ shift.unsqueeze(2))  # (B, 2, 1)
+    theta = torch.cat([inverse, offset], 2)
+    theta[:, 0] *= mirror.unsqueeze(1)
+    grid = F.affine_grid(theta.to(x.dtype), [b, c, h, w], align_corners=False)
+    pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # photometric: brightness then contrast around each image's mean grey level
+    bright = uniform(1 - a["jitter"], 1 + a["jitter"]).view(b, 1, 1, 1)
+    pixels = (pixels * bright).clamp(0, 1)
+    contrast = uniform(1 - a["jitter"], 1 + a["jitter"]).view(b, 1, 1, 1)
+    grey = pixels.mean(dim=(1, 2, 3), keepdim=True)
+    pixels = ((pixels - grey) * contrast + grey).clamp(0, 1)
+    out = (pixels - mean_t) / std_t
+    if a["erase"] > 0:  # one rectangle of 2-10 % of the area, aspect ratio 0.3-3.3, set to 0
+        area = uniform(0.02, 0.1) * h * w
+        ratio = torch.exp(uniform(math.log(0.3), math.log(3.3)))
+        eh = (area * ratio).sqrt().clamp(1, h)
+        ew = (area / ratio).sqrt().clamp(1, w)
+        top = uniform(0, 1) * (h - eh)
+        left = uniform(0, 1) * (w - ew)
+        rows = torch.arange(h, device=dev).view(1, h)
+        cols = torch.arange(w, device=dev).view(1, w)
+        inside_r = (rows >= top.view(b, 1)) & (rows < (top + eh).view(b, 1))
+        inside_c = (cols >= left.view(b, 1)) & (cols < (left + ew).view(b, 1))
+        erase = torch.rand(b, generator=generator, device=dev) < a["erase"]
+        mask = (inside_r.unsqueeze(2) & inside_c.unsqueeze(1)) & erase.view(b, 1, 1)
+        out = out.masked_fill(mask.unsqueeze(1), 0.0)
+    return out

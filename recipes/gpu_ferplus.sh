@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Full FER+ schedules on one GPU, in one go: four ensemble members (ResNet-18 with default and with strong
+# augmentation, VGG13, mini-Xception) trained side by side, the EmoXNet
+# built from them (learned_weights fitted on the 5 % holdout, test-time flip), then EmoXNetLite
+# distilled from that ensemble (two schedules side by side). Augmentation runs on the GPU
+# (--batch-augment), so 16 CPU cores are enough to keep it busy.
+#
+#   bash recipes/gpu_ferplus.sh OUT_DIR
+#
+# Environment (all optional): MEMBER_EPOCHS (50), STUDENT_EPOCHS (100), DEADLINE (seconds for the whole
+# script, 560; a stage still running near it is stopped and its last epoch's checkpoint is kept),
+# LIMIT (train on at most N images: smoke runs), EMOZOO_FERPLUS_NPZ (the data file), EMOZOO (how to
+# call the CLI, default "python3 -m emozoo.cli").
+# Writes OUT_DIR/<run>/ model folders (config.json, model.safetensors, train_log.jsonl) and logs.
+set -u
+OUT=${1:?usage: gpu_ferplus.sh OUT_DIR}
+ME=${MEMBER_EPOCHS:-50}
+SE=${STUDENT_EPOCHS:-100}
+DEADLINE=${DEADLINE:-560}
+EMOZOO=${EMOZOO:-python3 -m emozoo.cli}
+LIMIT_ARGS=()
+[ -n "${LIMIT:-}" ] && LIMIT_ARGS=(--limit "$LIMIT")
+START=$(date +%s)
+mkdir -p "$OUT"
+left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
+say() { echo "[$(( $(date +%s) - START ))s] $*"; }
+
+# run NAME SECONDS ARGS...: one emozoo command with its --json log and stderr kept under OUT/
+run() {
+    local name=$1 seconds=$2
+    shift 2
+    say "start $name (at most ${seconds}s): $*"
+    OMP_NUM_THREADS=2 timeout "$seconds" $EMOZOO "$@" --out "$OUT/$name" --json \
+        > "$OUT/$name.jsonl" 2> "$OUT/$name.err"
+    local rc=$?
+    say "end $name rc=$rc: $(tail -n 1 "$OUT/$name.jsonl" 2>/dev/null)"
+    [ -f "$OUT/$name/config.json" ] || finalize "$OUT/$name"
+}
+
+# finalize RUN_DIR: a run stopped by the deadline keeps its last epoch as a model folder
+finalize() {
+    python3 - "$1" <<'EOF'
+import json, sys
+from pathlib import Path
+import emozoo
+from emozoo.data import FERPLUS_LABELS
+from emozoo._checkpoint import CKPT_META, CKPT_TENSORS
+from safetensors.torch import load_file
+run = Path(sys.argv[1]); ckpt = run / "checkpoint"
+if not (ckpt / CKPT_META).is_file():
+    sys.exit(print(f"{run}: no checkpoint, nothing kept"))
+meta = json.loads((ckpt / CKPT_META).read_text())
+args = json.loads((run.parent / (run.name + ".args")).read_text())
+model = emozoo.create(meta["architecture"], label_names=FERPLUS_LABELS, **args)
+model.load_state_dict({k[6:]: v for k, v in load_file(str(ckpt / CKPT_TENSORS)).items() if k.startswith("model.")})
+recipe = {**meta["recipe"], "stopped_after_epoch": meta["epoch"], "steps": meta["step"]}
+emozoo.save_pretrained(model, run, dataset="ferplus (Training)", recipe=recipe,
+                       metrics={"PublicTest": meta["history"][-1]["val"]})
+print(f"{run}: kept epoch {meta['epoch']} of {meta['recipe']['epochs']}")
+EOF
+}
+
+GPU=(--batch-size 128 --lr 0.1 --warmup-epochs 2 --batch-augment --num-workers 3 "${LIMIT_ARGS[@]}")
+say "members: $ME epochs each; $(left)s left"
+echo '{}' > "$OUT/resnet18.args"; echo '{}' > "$OUT/resnet18_strong.args"; echo '{}' > "$OUT/vgg13.args"
+echo '{}' > "$OUT/mini_xception.args"; echo '{}' > "$OUT/emoxnetlite.args"; echo '{}' > "$OUT/emoxnetlite_b64.args"
+MEMBER_TIME=$(( $(left) - 210 ))
+run resnet18 $MEMBER_TIME train --recipe recipes/resnet18.ferplus.json --epochs "$ME" "${GPU[@]}" &
+run resnet18_strong $MEMBER_TIME train --recipe recipes/resnet18.ferplus.json --epochs "$ME" --augment strong "${GPU[@]}" &
+run vgg13 $MEMBER_TIME train --recipe recipes/vgg13.ferplus.json --epochs "$ME" "${GPU[@]}" &
+run mini_xception $MEMBER_TIME train --recipe recipes/mini_xception.ferplus.json --epochs "$ME" "${GPU[@]}" &
+wait
+
+say "ensemble; $(left)s left"
+MEMBERS=()
+for m in resnet18 resnet18_strong vgg13 mini_xception; do
+    [ -f "$OUT/$m/config.json" ] && MEMBERS+=("$OUT/$m")
+done
+timeout $(( $(left) - 60 )) $EMOZOO ensemble "${MEMBERS[@]}" --fusion learned_weights --flip --out "$OUT/emoxnet" \
+    --json > "$OUT/emoxnet.jsonl" 2> "$OUT/emoxnet.err"
+say "ensemble rc=$?: $(grep -o "\"accuracy\": [0-9.]*" "$OUT/emoxnet.jsonl" | head -n 1)"
+
+if [ -f "$OUT/emoxnet/config.json" ]; then
+    STUDENT_TIME=$(( $(left) - 25 ))
+    say "students: $SE epochs; at most ${STUDENT_TIME}s"
+    run emoxnetlite $STUDENT_TIME distill --recipe recipes/emoxnetlite.ferplus.json --teacher "$OUT/emoxnet" \
+        --epochs "$SE" "${GPU[@]}" &
+    run emoxnetlite_b64 $STUDENT_TIME distill --recipe recipes/emoxnetlite.ferplus.json --teacher "$OUT/emoxnet" \
+        --epochs $(( SE * 6 / 10 )) --batch-augment --num-workers 3 "${LIMIT_ARGS[@]}" &
+    wait
+fi
+say "done; $(left)s left"

@@ -211,6 +211,10 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
     Without ``distill_loss`` the loss is cross-entropy against the target (index or distribution);
     with it, ``distill_loss(student_logits, teacher_logits[idx], target)``. Returns the last
     validation metrics. Only process 0 writes files and logs.
+
+    With ``recipe.batch_augment`` the items of ``train_set`` must come un-augmented (its transform
+    :func:`emozoo.data.eval_transform`): they are decoded once, kept on the device, and every batch is
+    augmented there by :func:`emozoo.data.augment_batch`.
     """
     from tqdm.auto import tqdm
 
@@ -221,8 +225,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
-    if device.type == "cuda":  # NHWC convolutions are the fast ones on tensor cores
+    if device.type == "cuda":  # NHWC convolutions are the fast ones on tensor cores; shapes are fixed
         model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
     num_classes = model.config.num_classes
     data = Indexed(train_set)
     per_rank = recipe.batch_size // dist.world

@@ -29,8 +29,8 @@ from .labels import (
 from .transforms import AUGMENT_STRENGTHS, augment_batch, eval_transform, train_transform
 
 __all__ = [
-    "AUGMENT_STRENGTHS", "DATASETS", "augment_batch", "DEFAULT_FERPLUS_NPZ", "FER2013_LABELS", "FER2013_SPLITS", "FERPLUS_LABELS",
+    "AUGMENT_STRENGTHS", "DATASETS", "DEFAULT_FERPLUS_NPZ", "FER2013_LABELS", "FER2013_SPLITS", "FERPLUS_LABELS",
     "FERPLUS_VOTE_COLUMNS", "RAFDB_LABELS", "RAFDB_SPLITS", "SYNONYMS", "FaceDataset", "FER2013Csv", "FerPlusCsv",
-    "FerPlusNpz", "ImageFolderDataset", "RafDB", "canonical_label", "eval_transform", "ferplus_targets",
-    "map_labels", "open_dataset", "train_transform",
+    "FerPlusNpz", "ImageFolderDataset", "RafDB", "augment_batch", "canonical_label", "eval_transform",
+    "ferplus_targets", "map_labels", "open_dataset", "train_transform",
 ]

@@ -61,6 +61,17 @@ def test_json_log_lines(fer_csv, tmp_path):
     assert events[0]["step"] == 2
 
 
+def test_json_log_is_strict_json_without_a_validation_split(fer_csv, tmp_path):
+    args = ["train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--epochs", 1, "--limit", 64,
+            "--val-split", "none", *FAST]
+    result = cli(*args, "--out", tmp_path / "m", "--json")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout.splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert done["event"] == "done" and done["accuracy"] is None
+    text = cli(*args, "--out", tmp_path / "t")
+    assert text.exit_code == 0 and "(no validation split)" in text.output
+
+
 def test_existing_checkpoint_needs_resume_and_other_architecture_is_refused(member, fer_csv, tmp_path):
     result = cli("train", "resnet10", *TINY, "--data", fer_csv, "--out", member, "--epochs", 2, *FAST)
     assert result.exit_code == 1 and "pass --resume" in result.output

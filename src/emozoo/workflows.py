@@ -76,7 +76,7 @@ def _save_final(model, out_dir, data_spec, split, val_split, recipe: Recipe, com
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({split})",
                     recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"]},
                     metrics=_summary(metrics, data_spec, val_split, out_dir) if val_split and metrics else {})
-    log({"event": "done", "out": str(out_dir), "accuracy": metrics.get("accuracy", float("nan")),
+    log({"event": "done", "out": str(out_dir), "accuracy": metrics.get("accuracy"),  # None: no validation split
          "steps": result["steps"]})
 
 
@@ -224,7 +224,7 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
         result = evaluate_model(model, data_spec, val_split, members=True, progress=progress)
         metrics = _summary(result, data_spec, val_split, out_dir)
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({fit_split})", recipe=recipe, metrics=metrics)
-    log({"event": "done", "out": str(out_dir), "accuracy": metrics.get(val_split, {}).get("accuracy", float("nan"))})
+    log({"event": "done", "out": str(out_dir), "accuracy": metrics.get(val_split, {}).get("accuracy")})
     return {"out": str(out_dir), "metrics": metrics, "recipe": recipe}
 
 

@@ -93,7 +93,9 @@ def make_logger(as_json: bool):
         elif event.get("event") == "resume":
             click.echo(f"resuming after epoch {event['epoch']} (step {event['step']})", err=True)
         elif event.get("event") == "done":
-            click.echo(f"saved {event['out']} (val accuracy {event.get('accuracy', float('nan')):.4f})", err=True)
+            accuracy = event.get("accuracy")
+            click.echo(f"saved {event['out']} " + (f"(val accuracy {accuracy:.4f})" if accuracy is not None
+                                                     else "(no validation split)"), err=True)
     return log
 
 

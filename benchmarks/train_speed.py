@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import Subset
 
 import emozoo
-from emozoo.data import eval_transform, train_transform
+from emozoo.cli.train import parse_kv
 from emozoo.train import Recipe, device_for, fit
-from emozoo.workflows import open_split
+from emozoo.workflows import _train_transform, open_split
 
 
 def measure(name: str, model_args: dict, data_spec: str, images: int, batch_augment: bool, batch_size: int,
@@ -29,10 +29,9 @@ def measure(name: str, model_args: dict, data_spec: str, images: int, batch_augm
     data = open_split(data_spec, "Training", soft=True)
     torch.manual_seed(0)
     model = emozoo.create(name, label_names=data.label_names, **model_args)
-    spec = model.config.input
-    data.transform = eval_transform(spec) if batch_augment else train_transform(spec)
-    images = min(images, len(data))
     recipe = Recipe(epochs=2, batch_size=batch_size, num_workers=num_workers, batch_augment=batch_augment)
+    data.transform = _train_transform(model.config.input, recipe)
+    images = min(images, len(data))
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = fit(model, Subset(data, range(images)), None, recipe, out, progress=False)
@@ -55,7 +54,7 @@ def main() -> None:
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model_args = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.model_arg)}
+    model_args = parse_kv(args.model_arg)
     rows = [measure(args.model, model_args, args.data, args.images, flag, args.batch_size, args.num_workers)
             for flag in (False, True)]
     speedup = rows[1]["images_per_s"] / rows[0]["images_per_s"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import emozoo
 from emozoo._builder import model_spec
 from emozoo.data import eval_transform
+from emozoo.train import preload
 from emozoo.workflows import open_split
 
 
@@ -61,9 +62,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = emozoo.create(model_spec(args.model), pretrained=True, flip=False).eval()
     data = open_split(args.data, args.split, eval_transform(model.config.input), model.config.label_names)
-    items = [data[i][:2] for i in range(len(data))]  # each face read and transformed once
-    x = torch.stack([image for image, _ in items])
-    y = torch.tensor([int(label) for _, label in items])
+    x, y = preload(data)  # each face read and transformed once
     spec = model.config.input
     mean, std = torch.tensor(spec.mean), torch.tensor(spec.std)
     black = (-mean / std).expand(x.shape[1])

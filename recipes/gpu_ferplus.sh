@@ -54,8 +54,7 @@ run = Path(sys.argv[1]); ckpt = run / "checkpoint"
 if not (ckpt / CKPT_META).is_file():
     sys.exit(print(f"{run}: no checkpoint, nothing kept"))
 meta = json.loads((ckpt / CKPT_META).read_text())
-args = json.loads((run.parent / (run.name + ".args")).read_text())
-model = emozoo.create(meta["architecture"], label_names=FERPLUS_LABELS, **args)
+model = emozoo.create(meta["architecture"], label_names=FERPLUS_LABELS, **meta["model_args"])
 model.load_state_dict({k[6:]: v for k, v in load_file(str(ckpt / CKPT_TENSORS)).items() if k.startswith("model.")})
 recipe = {**meta["recipe"], "stopped_after_epoch": meta["epoch"], "steps": meta["step"]}
 emozoo.save_pretrained(model, run, dataset="ferplus (Training)", recipe=recipe,
@@ -65,8 +64,6 @@ EOF
 }
 
 GPU=(--batch-size 128 --lr 0.1 --warmup-epochs 2 --batch-augment --num-workers 3)
-echo '{}' > "$OUT/resnet18.args"; echo '{}' > "$OUT/resnet18_strong.args"; echo '{}' > "$OUT/vgg13.args"
-echo '{}' > "$OUT/mini_xception.args"; echo '{}' > "$OUT/emoxnetlite.args"; echo '{}' > "$OUT/emoxnetlite_b64.args"
 
 # members PREFIX SECONDS EPOCHS ARGS...: the four members side by side
 members() {

@@ -47,8 +47,9 @@ def test_train_writes_weights_recipe_metrics_and_json_log(member, fer_csv):
     assert cfg.recipe["steps"] == 2 * 8  # 256 of 320 images trained (20% held back), batches of 32
     assert 0 <= cfg.metrics["PublicTest"]["accuracy"] <= 1
     assert cfg.metrics["command"] == f"emozoo eval {member} --data {fer_csv} --split PublicTest"
-    history = json.loads((member / "checkpoint" / "checkpoint.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [1, 2]
+    meta = json.loads((member / "checkpoint" / "checkpoint.json").read_text())
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert meta["architecture"] == "resnet10" and meta["model_args"] == {"width": 0.25}  # enough to rebuild it
 
 
 def test_json_log_lines(fer_csv, tmp_path):

@@ -297,7 +297,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
             correct += (logits.argmax(1) == hard).sum()
             seen += len(x)
             loss_sum += loss.detach() * len(x)
-            if step % 50 == 0 and bar.n:
+            if not bar.disable and step % 50 == 0:  # .item() waits for the device
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
         bar.close()
         loss_sum, correct = loss_sum.item(), correct.item()
@@ -309,7 +309,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
                             "seconds": round(time.time() - t0, 1)})
             save_checkpoint(out_dir, model, optimizer, {"epoch": epoch + 1, "step": step, "history": history,
                                                         "recipe": asdict(recipe),
-                                                        "architecture": model.config.architecture})
+                                                        "architecture": model.config.architecture,
+                                                        "model_args": model.config.model_args})
             log({"event": "epoch", **history[-1], "epochs": recipe.epochs,
                  "eta_seconds": round((recipe.epochs - epoch - 1) * (time.time() - t0))})
         dist.barrier()

@@ -1,10 +1,13 @@
 """Every registered member, fusion and loss runs; create() and save/load behave as documented."""
 import json
+import os
+import stat
 
 import pytest
 import torch
 
 import emozoo
+from emozoo._checkpoint import save_checkpoint
 from emozoo._registry import BACKBONES, DISTILL_LOSSES, FUSIONS
 
 SHAPES = [(1, 48, 48), (3, 112, 112)]
@@ -144,6 +147,23 @@ def test_half_precision_storage(tmp_path):
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.allclose(model(x), loaded(x), atol=1e-2)
+
+
+@pytest.mark.skipif(not hasattr(os, "umask") or os.name == "nt", reason="POSIX file modes")
+def test_saved_weights_and_checkpoints_follow_the_umask(tmp_path):
+    # safetensors' save_file creates owner-only (0o600) files; shared model folders need the usual mode
+    old = os.umask(0o022)
+    try:
+        model = emozoo.create("resnet10")
+        folder = emozoo.save_pretrained(model, tmp_path / "m")
+        (tmp_path / "ckpt").mkdir()
+        save_checkpoint(tmp_path / "ckpt", model, torch.optim.SGD(model.parameters(), lr=0.1),
+                        {"epoch": 1, "step": 1})
+    finally:
+        os.umask(old)
+    for path in (folder / "model.safetensors", folder / "config.json", tmp_path / "ckpt" / "checkpoint.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def _saved(tmp_path, name="resnet10"):

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
 from .errors import WeightsError
@@ -34,7 +35,7 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     tensors["meta.epoch"] = torch.tensor(meta["epoch"])
     meta = {**meta, "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars}}
     tmp = directory / (CKPT_TENSORS + ".tmp")
-    save_file(tensors, str(tmp))
+    tmp.write_bytes(tensors_to_bytes(tensors))
     tmp_meta = directory / (CKPT_META + ".tmp")
     tmp_meta.write_text(json.dumps(meta, indent=1, default=list))
     # tensors first, then meta: meta names the epoch, and a crash between the two renames is caught

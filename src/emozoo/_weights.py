@@ -7,11 +7,26 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
 from ._config import WEIGHTS_NAME, ModelConfig
 from .errors import ConfigError, WeightsError
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` to ``path`` atomically (a temporary file, then a rename).
+
+    The file gets the usual permissions (``0o666`` less the umask): ``safetensors.torch.save_file``
+    creates its files readable by their owner only, which breaks model folders shared between users.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(tensors_to_bytes(tensors, metadata=metadata))
+    tmp.replace(path)
+    return path
 
 
 def sha256_file(path: str | Path) -> str:
@@ -45,9 +60,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, dtype: torch.dty
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         state[key] = tensor.contiguous().clone()
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": config.architecture})
-    tmp.replace(directory / WEIGHTS_NAME)
+    write_safetensors(directory / WEIGHTS_NAME, state, {"format": "pt", "architecture": config.architecture})
     config.weights_sha256 = sha256_file(directory / WEIGHTS_NAME)
     config.save(directory)
     return directory

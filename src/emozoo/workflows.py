@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Subset
 
@@ -20,7 +20,7 @@ from . import errors
 from ._builder import check_model_name, create, model_spec
 from ._models import EmoXNet
 from ._registry import DISTILL_LOSSES
-from ._weights import save_pretrained, state_dict_mismatch
+from ._weights import save_pretrained, state_dict_mismatch, write_safetensors
 from .data import FER2013_SPLITS, eval_transform, open_dataset, train_transform
 from .metrics import classification_metrics, plot_confusion
 from .train import Recipe, _Dist, device_for, fit, holdout_split, predict_logits
@@ -122,7 +122,7 @@ def teacher_outputs(teacher: nn.Module, data_spec: str, split: str, indices: lis
     teacher.to(device_for())
     logits, _ = predict_logits(teacher, data, progress=progress, desc="teacher")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"logits": logits.contiguous(), "key": torch.tensor(list(key.encode()), dtype=torch.uint8)}, str(cache))
+    write_safetensors(cache, {"logits": logits.contiguous(), "key": torch.tensor(list(key.encode()), dtype=torch.uint8)})
     return logits
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
+from ._weights import write_safetensors
 from .errors import WeightsError
 
 CKPT_TENSORS, CKPT_META = "checkpoint.safetensors", "checkpoint.json"
@@ -34,13 +34,11 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["meta.epoch"] = torch.tensor(meta["epoch"])
     meta = {**meta, "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars}}
-    tmp = directory / (CKPT_TENSORS + ".tmp")
-    tmp.write_bytes(tensors_to_bytes(tensors))
     tmp_meta = directory / (CKPT_META + ".tmp")
     tmp_meta.write_text(json.dumps(meta, indent=1, default=list))
-    # tensors first, then meta: meta names the epoch, and a crash between the two renames is caught
-    # by the epoch check in load_checkpoint
-    os.replace(tmp, directory / CKPT_TENSORS)
+    # both files written before either is renamed, tensors first, then meta: meta names the epoch, and a
+    # crash between the two renames is caught by the epoch check in load_checkpoint
+    write_safetensors(directory / CKPT_TENSORS, tensors)
     os.replace(tmp_meta, directory / CKPT_META)
 
 

@@ -122,7 +122,8 @@ def teacher_outputs(teacher: nn.Module, data_spec: str, split: str, indices: lis
     teacher.to(device_for())
     logits, _ = predict_logits(teacher, data, progress=progress, desc="teacher")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(cache, {"logits": logits.contiguous(), "key": torch.tensor(list(key.encode()), dtype=torch.uint8)})
+    write_safetensors(cache, {"logits": logits.contiguous(),
+                              "key": torch.tensor(list(key.encode()), dtype=torch.uint8)})
     return logits
 
 

@@ -3,6 +3,7 @@ test-time flip, scored on FER+ PublicTest; member outputs are computed once per 
 
     emozoo ensemble M1 M2 ... --fusion learned_weights --flip --out runs/emoxnet.v2
     python benchmarks/fusion_search.py runs/emoxnet.v2 --out results/ferplus/fusion_search_PublicTest.jsonl
+    python benchmarks/fusion_search.py --members runs/m1 runs/m2 runs/m3 --fusions mean_logit --flip on
 
 Learned fusions are fitted exactly as ``emozoo ensemble`` fits them (the members' shared training holdout,
 ``fit_fusion_on_outputs``, 30 epochs), so each row equals what ``emozoo ensemble SUBSET --fusion F [--flip]``
@@ -21,36 +22,63 @@ import emozoo
 from emozoo._models import build_fusion
 from emozoo.data.transforms import eval_transform
 from emozoo.train import holdout_split
-from emozoo.workflows import _member_outputs, fit_fusion_on_outputs, open_split
+from emozoo.workflows import _as_member, _member_outputs, fit_fusion_on_outputs, open_split
 
 FUSIONS = ("mean_prob", "mean_logit", "learned_weights")
 
 
+def load_members(ensemble: str | None, member_dirs: list[str]):
+    """The ensemble to search: a saved EmoXNet folder, or one assembled in memory from member folders."""
+    if ensemble:
+        model = emozoo.create(f"local-dir:{ensemble}", pretrained=True)
+        return model, model.config.recipe.get("holdout"), [f"{i}:{n}" for i, n in enumerate(model.member_names)]
+    members = [emozoo.create(f"local-dir:{d}", pretrained=True) for d in member_dirs]
+    model = emozoo.create("emoxnet", members=[_as_member(m.config) for m in members], fusion="mean_logit",
+                          label_names=members[0].config.label_names)
+    model.config.input = members[0].config.input
+    for slot, member in zip(model.members, members):
+        slot.load_state_dict(member.state_dict())
+    holdouts = {m.config.recipe.get("holdout") for m in members}
+    return model, holdouts.pop() if len(holdouts) == 1 else None, list(member_dirs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("ensemble", help="a saved EmoXNet folder (its members are searched)")
+    ap.add_argument("ensemble", nargs="?", help="a saved EmoXNet folder (its members are searched)")
+    ap.add_argument("--members", nargs="+", default=[], metavar="DIR",
+                    help="member folders to search instead of a saved ensemble")
     ap.add_argument("--data", default="ferplus")
     ap.add_argument("--split", default="PublicTest")
+    ap.add_argument("--fusions", default=",".join(FUSIONS), help=f"comma-separated, from {','.join(FUSIONS)}")
+    ap.add_argument("--flip", choices=["both", "on", "off"], default="both", help="test-time flip settings to try")
     ap.add_argument("--fit-epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="also write one JSON object per row here")
     args = ap.parse_args()
+    if bool(args.ensemble) == bool(args.members):
+        ap.error("give either an ensemble folder or --members")
+    fusions = [f for f in FUSIONS if f in args.fusions.split(",")]
     torch.set_num_threads(args.threads)
-    model = emozoo.create(f"local-dir:{args.ensemble}", pretrained=True).eval()
+    model, holdout, labels = load_members(args.ensemble, args.members)
+    model.eval()
     config, names = model.config, model.member_names
-    holdout = config.recipe.get("holdout")
-    if not holdout:
-        raise SystemExit(f"{args.ensemble} has no training holdout in its recipe; build it with a learned fusion")
-    fit = open_split(args.data, "Training", eval_transform(config.input), config.label_names, soft=True)
-    fit = Subset(fit, holdout_split(len(fit), holdout)[1])
+    learned = any(f not in ("mean_prob", "mean_logit") for f in fusions)
+    if learned and not holdout:
+        raise SystemExit("the members share no training holdout in their recipes; a learned fusion cannot be fitted "
+                         "(search --fusions mean_prob,mean_logit)")
+    if learned:
+        fit = open_split(args.data, "Training", eval_transform(config.input), config.label_names, soft=True)
+        fit = Subset(fit, holdout_split(len(fit), holdout)[1])
     val = open_split(args.data, args.split, eval_transform(config.input), config.label_names)
     rows = []
-    for flip in (False, True):
+    for flip in {"both": (False, True), "on": (True,), "off": (False,)}[args.flip]:
         model.flip = flip
-        (fl, ff, ft), (vl, vf, vt) = _member_outputs(model, fit, True), _member_outputs(model, val, True)
+        vl, vf, vt = _member_outputs(model, val, True)
+        if learned:
+            fl, ff, ft = _member_outputs(model, fit, True)
         for k in range(1, len(names) + 1):
             for subset in itertools.combinations(range(len(names)), k):
-                for fusion in FUSIONS[:1] if k == 1 else FUSIONS:
+                for fusion in fusions[:1] if k == 1 else fusions:
                     pick = list(subset)
                     torch.manual_seed(0)
                     module = build_fusion(fusion, k, len(config.label_names), [vf[i].shape[1] for i in pick]).eval()
@@ -58,7 +86,7 @@ def main() -> None:
                         fit_fusion_on_outputs(module, fl[pick], [ff[i] for i in pick], ft, args.fit_epochs)
                     with torch.no_grad():
                         accuracy = (module(vl[pick], [vf[i] for i in pick]).argmax(1) == vt).float().mean().item()
-                    rows.append({"members": [f"{i}:{names[i]}" for i in pick], "fusion": fusion, "flip": flip,
+                    rows.append({"members": [labels[i] for i in pick], "fusion": fusion, "flip": flip,
                                  "accuracy": round(accuracy, 4), "n": len(vt)})
                     print(json.dumps(rows[-1]), flush=True)
     if args.out:

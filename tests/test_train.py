@@ -132,6 +132,36 @@ def test_ensemble_fits_learned_fusion_on_holdout_only(member, fer_csv, tmp_path)
     assert result.exit_code == 1 and "never saw" in result.output
 
 
+def test_unpack_writes_each_member_as_a_model_that_rebuilds_the_ensemble(member, fer_csv, tmp_path):
+    other = tmp_path / "other"
+    assert cli("train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--out", other, "--epochs", 1,
+               "--holdout", 0.2, *FAST).exit_code == 0
+    ens = tmp_path / "ens"
+    assert cli("ensemble", member, other, "--fusion", "mean_logit", "--flip", "--data", fer_csv,
+               "--out", ens).exit_code == 0
+    result = cli("unpack", ens, "--out", tmp_path / "members", "--json")
+    assert result.exit_code == 0, result.output
+    paths = json.loads(result.stdout)["members"]
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["0_resnet10", "1_mini_xception"]
+    ensemble = emozoo.create(f"local-dir:{ens}", pretrained=True).eval()
+    x = torch.randn(3, 1, 48, 48)
+    for path, slot, source in zip(paths, ensemble.members, [member, other]):
+        unpacked = emozoo.create(f"local-dir:{path}", pretrained=True).eval()
+        trained = emozoo.create(f"local-dir:{source}", pretrained=True).eval()
+        assert unpacked.config.architecture == trained.config.architecture
+        assert unpacked.config.model_args == trained.config.model_args
+        assert unpacked.config.input == ensemble.config.input
+        assert unpacked.config.recipe["holdout"] == 0.2 and unpacked.config.recipe["unpacked_from"] == str(ens)
+        with torch.no_grad():
+            assert torch.equal(unpacked(x), trained(x)) and torch.equal(unpacked(x), slot(x))
+    # the unpacked folders are members again: a learned fusion accepts them (their holdout was kept)
+    again = tmp_path / "again"
+    assert cli("ensemble", *paths, "--fusion", "learned_weights", "--fit-epochs", 1, "--data", fer_csv,
+               "--out", again).exit_code == 0
+    result = cli("unpack", member, "--out", tmp_path / "x")
+    assert result.exit_code == 1 and "not an emoxnet" in result.output and not (tmp_path / "x").exists()
+
+
 def test_distill_caches_teacher_outputs(member, fer_csv, tmp_path, monkeypatch):
     import emozoo.workflows as wf
 

@@ -206,7 +206,7 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
     for slot, member in zip(model.members, members):
         slot.load_state_dict(member.state_dict())
     recipe: dict[str, Any] = {"command": command, "members": [str(d) for d in member_dirs], "fusion": fusion,
-                              "flip": flip}
+                              "flip": flip, "member_holdouts": [m.config.recipe.get("holdout", 0.0) for m in members]}
     if getattr(model.fusion, "trainable", False):
         holdouts = {m.config.recipe.get("holdout", 0.0) for m in members}
         if len(holdouts) != 1 or not holdouts.pop() > 0:
@@ -227,6 +227,34 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({fit_split})", recipe=recipe, metrics=metrics)
     log({"event": "done", "out": str(out_dir), "accuracy": metrics.get(val_split, {}).get("accuracy")})
     return {"out": str(out_dir), "metrics": metrics, "recipe": recipe}
+
+
+def unpack_ensemble(spec: str, out_dir: str | Path, *, command: str = "") -> list[Path]:
+    """Write each member of the EmoXNet ``spec`` as a model folder of its own, ``out_dir/<i>_<backbone>``.
+
+    The folders load like any trained backbone: ``emozoo eval`` scores a member alone, ``emozoo train
+    --init`` gives it a new learning-rate cycle, and ``emozoo ensemble`` rebuilds an ensemble from them.
+    Weights are written in float32 whatever the ensemble stores. Each member's ``holdout`` is kept where
+    the ensemble recorded it (``emozoo ensemble`` does).
+    """
+    model = resolve_model(spec)
+    if not isinstance(model, EmoXNet):
+        raise errors.ConfigError(f"{spec} is a {model.config.architecture}, not an emoxnet; only an ensemble "
+                                 "has members to unpack")
+    out_dir = Path(out_dir)
+    written = []
+    for i, (name, spec_i, member) in enumerate(zip(model.member_names, model.config.model_args["members"],
+                                                   model.members)):
+        single = create(name, label_names=model.config.label_names, **spec_i["args"])
+        single.config.input = model.config.input
+        single.load_state_dict(member.state_dict())
+        recipe = {"command": command, "unpacked_from": spec, "member": i, "ensemble_recipe": model.config.recipe}
+        holdouts = model.config.recipe.get("member_holdouts")
+        if holdouts:  # what the member held back, so that a learned fusion can still be fitted over it
+            recipe["holdout"] = holdouts[i]
+        written.append(save_pretrained(single, out_dir / f"{i}_{name}", dataset=model.config.dataset,
+                                       recipe=recipe, license=model.config.license))
+    return written
 
 
 @torch.no_grad()

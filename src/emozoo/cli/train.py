@@ -184,6 +184,25 @@ def register(cli: click.Group) -> None:
         if as_json:  # the whole result as one JSON document; progress and the summary line go to stderr
             echo_json(result)
 
+    @cli.command()
+    @click.argument("model")
+    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+    @click.option("--json", "as_json", is_flag=True)
+    def unpack(model, out_dir, as_json):
+        """Write each member of the ensemble MODEL as its own model folder under --out.
+
+        E.g. `emozoo unpack emoxnet.ferplus --out runs/members` gives runs/members/0_resnet18, ...,
+        which `emozoo eval`, `emozoo train --init` and `emozoo ensemble` take like any trained member.
+        """
+        from ..workflows import unpack_ensemble
+
+        written = unpack_ensemble(model, out_dir, command=command_line())
+        if as_json:
+            echo_json({"model": model, "members": [str(p) for p in written]})
+            return
+        for path in written:
+            click.echo(str(path))
+
     @cli.command("eval")
     @click.argument("model")
     @click.option("--data", "data_spec", default="ferplus", show_default=True)

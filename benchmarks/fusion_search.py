@@ -22,7 +22,7 @@ import emozoo
 from emozoo._models import build_fusion
 from emozoo.data.transforms import eval_transform
 from emozoo.train import holdout_split
-from emozoo.workflows import _as_member, _member_outputs, fit_fusion_on_outputs, open_split
+from emozoo.workflows import _member_outputs, assemble_ensemble, fit_fusion_on_outputs, open_split
 
 FUSIONS = ("mean_prob", "mean_logit", "learned_weights")
 
@@ -33,11 +33,7 @@ def load_members(ensemble: str | None, member_dirs: list[str]):
         model = emozoo.create(f"local-dir:{ensemble}", pretrained=True)
         return model, model.config.recipe.get("holdout"), [f"{i}:{n}" for i, n in enumerate(model.member_names)]
     members = [emozoo.create(f"local-dir:{d}", pretrained=True) for d in member_dirs]
-    model = emozoo.create("emoxnet", members=[_as_member(m.config) for m in members], fusion="mean_logit",
-                          label_names=members[0].config.label_names)
-    model.config.input = members[0].config.input
-    for slot, member in zip(model.members, members):
-        slot.load_state_dict(member.state_dict())
+    model = assemble_ensemble(members)
     holdouts = {m.config.recipe.get("holdout") for m in members}
     return model, holdouts.pop() if len(holdouts) == 1 else None, list(member_dirs)
 

@@ -259,3 +259,24 @@ def test_train_speed_script_times_both_augmentation_paths(fer_csv, tmp_path):
     assert all(r["images_per_s"] > 0 and r["epoch_s"] > 0 for r in report["rows"])
     ratio = report["rows"][1]["images_per_s"] / report["rows"][0]["images_per_s"]
     assert report["speedup"] == round(ratio, 2) and "x the images/s of the loader path" in run.stdout
+
+
+def test_fusion_search_over_member_folders_scores_rows_like_eval(fer_csv, tmp_path):
+    torch.manual_seed(0)
+    dirs = [emozoo.save_pretrained(emozoo.create(name, label_names=FER2013_LABELS, **args), tmp_path / name)
+            for name, args in (("resnet10", {"width": 0.25}), ("mini_xception", {"width": 0.5}))]
+    out = tmp_path / "rows.jsonl"
+    script = [sys.executable, str(REPO / "benchmarks" / "fusion_search.py"), "--members", *map(str, dirs),
+              "--data", str(fer_csv), "--threads", "1"]
+    run = subprocess.run([*script, "--fusions", "mean_logit", "--flip", "on", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(len(r["members"]), r["fusion"], r["flip"], r["n"]) for r in rows] == [
+        (1, "mean_logit", True, 64), (1, "mean_logit", True, 64), (2, "mean_logit", True, 64)]
+    members = [emozoo.create(f"local-dir:{d}", pretrained=True) for d in dirs]
+    pair = emozoo.workflows.assemble_ensemble(members, "mean_logit", flip=True)
+    assert rows[2]["accuracy"] == round(emozoo.workflows.evaluate_model(pair, str(fer_csv), "PublicTest",
+                                                                         progress=False)["accuracy"], 4)
+    run = subprocess.run([*script, "--fusions", "learned_weights"], capture_output=True, text=True)
+    assert run.returncode != 0 and "no training holdout" in run.stderr

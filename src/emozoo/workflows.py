@@ -185,6 +185,18 @@ def _as_member(config) -> dict:
     return {"backbone": config.architecture, "args": dict(config.model_args)}
 
 
+def assemble_ensemble(members: list[nn.Module], fusion: str = "mean_logit", fusion_args: dict | None = None, *,
+                      flip: bool = False) -> EmoXNet:
+    """An EmoXNet holding the trained ``members`` (their weights copied), with an untrained ``fusion``."""
+    first = members[0].config
+    model = create("emoxnet", members=[_as_member(m.config) for m in members], fusion=fusion,
+                   fusion_args=fusion_args or {}, flip=flip, label_names=first.label_names)
+    model.config.input = first.input
+    for slot, member in zip(model.members, members):
+        slot.load_state_dict(member.state_dict())
+    return model
+
+
 def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_dir: str | Path, data_spec: str,
                    fit_split: str, val_split: str | None, fit_epochs: int = 30, *, flip: bool = False,
                    log: Log | None = None, command: str = "", progress: bool = True) -> dict:
@@ -200,11 +212,7 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
         if m.config.label_names != first.label_names or m.config.input != first.input:
             raise errors.ConfigError(f"{d}: its labels or input spec differ from {member_dirs[0]}'s; "
                                      "ensemble members must share both")
-    model = create("emoxnet", members=[_as_member(m.config) for m in members], fusion=fusion, fusion_args=fusion_args,
-                   flip=flip, label_names=first.label_names)
-    model.config.input = first.input
-    for slot, member in zip(model.members, members):
-        slot.load_state_dict(member.state_dict())
+    model = assemble_ensemble(members, fusion, fusion_args, flip=flip)
     recipe: dict[str, Any] = {"command": command, "members": [str(d) for d in member_dirs], "fusion": fusion,
                               "flip": flip, "member_holdouts": [m.config.recipe.get("holdout", 0.0) for m in members]}
     if getattr(model.fusion, "trainable", False):

@@ -21,8 +21,9 @@ from torch.utils.data import Subset
 import emozoo
 from emozoo._models import build_fusion
 from emozoo.data.transforms import eval_transform
+from emozoo.errors import EmozooError
 from emozoo.train import holdout_split
-from emozoo.workflows import _member_outputs, assemble_ensemble, fit_fusion_on_outputs, open_split
+from emozoo.workflows import _member_outputs, assemble_ensemble, fit_fusion_on_outputs, open_split, shared_holdout
 
 FUSIONS = ("mean_prob", "mean_logit", "learned_weights")
 
@@ -33,9 +34,7 @@ def load_members(ensemble: str | None, member_dirs: list[str]):
         model = emozoo.create(f"local-dir:{ensemble}", pretrained=True)
         return model, model.config.recipe.get("holdout"), [f"{i}:{n}" for i, n in enumerate(model.member_names)]
     members = [emozoo.create(f"local-dir:{d}", pretrained=True) for d in member_dirs]
-    model = assemble_ensemble(members)
-    holdouts = {m.config.recipe.get("holdout") for m in members}
-    return model, holdouts.pop() if len(holdouts) == 1 else None, list(member_dirs)
+    return assemble_ensemble(members, names=list(member_dirs)), shared_holdout(members), list(member_dirs)
 
 
 def main() -> None:
@@ -53,6 +52,9 @@ def main() -> None:
     args = ap.parse_args()
     if bool(args.ensemble) == bool(args.members):
         ap.error("give either an ensemble folder or --members")
+    unknown = set(args.fusions.split(",")) - set(FUSIONS)
+    if unknown:
+        ap.error(f"--fusions: unknown {', '.join(sorted(unknown))}; choose from {','.join(FUSIONS)}")
     fusions = [f for f in FUSIONS if f in args.fusions.split(",")]
     torch.set_num_threads(args.threads)
     model, holdout, labels = load_members(args.ensemble, args.members)
@@ -91,4 +93,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except EmozooError as exc:  # bad members or data: one line, no traceback
+        raise SystemExit(f"fusion_search.py: error: {exc}")

@@ -265,11 +265,14 @@ def test_fusion_search_over_member_folders_scores_rows_like_eval(fer_csv, tmp_pa
     torch.manual_seed(0)
     dirs = [emozoo.save_pretrained(emozoo.create(name, label_names=FER2013_LABELS, **args), tmp_path / name)
             for name, args in (("resnet10", {"width": 0.25}), ("mini_xception", {"width": 0.5}))]
+
+    def search(*args, members=dirs):
+        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "fusion_search.py"), "--members",
+                               *map(str, members), "--data", str(fer_csv), "--threads", "1", *args],
+                              capture_output=True, text=True)
+
     out = tmp_path / "rows.jsonl"
-    script = [sys.executable, str(REPO / "benchmarks" / "fusion_search.py"), "--members", *map(str, dirs),
-              "--data", str(fer_csv), "--threads", "1"]
-    run = subprocess.run([*script, "--fusions", "mean_logit", "--flip", "on", "--out", str(out)],
-                         capture_output=True, text=True)
+    run = search("--fusions", "mean_logit", "--flip", "on", "--out", str(out))
     assert run.returncode == 0, run.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(len(r["members"]), r["fusion"], r["flip"], r["n"]) for r in rows] == [
@@ -278,5 +281,12 @@ def test_fusion_search_over_member_folders_scores_rows_like_eval(fer_csv, tmp_pa
     pair = emozoo.workflows.assemble_ensemble(members, "mean_logit", flip=True)
     assert rows[2]["accuracy"] == round(emozoo.workflows.evaluate_model(pair, str(fer_csv), "PublicTest",
                                                                          progress=False)["accuracy"], 4)
-    run = subprocess.run([*script, "--fusions", "learned_weights"], capture_output=True, text=True)
+    run = search("--fusions", "learned_weights")
     assert run.returncode != 0 and "no training holdout" in run.stderr
+    run = search("--fusions", "mean_logt")
+    assert run.returncode == 2 and "unknown mean_logt; choose from" in run.stderr
+    other = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS[::-1]),
+                                   tmp_path / "reversed")
+    run = search(members=[dirs[0], other])
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"{other}: its labels or input spec differ from {dirs[0]}'s" in run.stderr

@@ -186,15 +186,29 @@ def _as_member(config) -> dict:
 
 
 def assemble_ensemble(members: list[nn.Module], fusion: str = "mean_logit", fusion_args: dict | None = None, *,
-                      flip: bool = False) -> EmoXNet:
-    """An EmoXNet holding the trained ``members`` (their weights copied), with an untrained ``fusion``."""
+                      flip: bool = False, names: list[str] | None = None) -> EmoXNet:
+    """An EmoXNet holding the trained ``members`` (their weights copied), with an untrained ``fusion``.
+
+    The members must share labels and input spec; ``names`` (e.g. their folders) label them in the error.
+    """
+    names = names or [f"member {i}" for i in range(len(members))]
     first = members[0].config
+    for name, m in zip(names, members):
+        if m.config.label_names != first.label_names or m.config.input != first.input:
+            raise errors.ConfigError(f"{name}: its labels or input spec differ from {names[0]}'s; "
+                                     "ensemble members must share both")
     model = create("emoxnet", members=[_as_member(m.config) for m in members], fusion=fusion,
                    fusion_args=fusion_args or {}, flip=flip, label_names=first.label_names)
     model.config.input = first.input
     for slot, member in zip(model.members, members):
         slot.load_state_dict(member.state_dict())
     return model
+
+
+def shared_holdout(members: list[nn.Module]) -> float | None:
+    """The training holdout fraction every member kept aside, or None if they differ or kept none."""
+    holdouts = {m.config.recipe.get("holdout", 0.0) for m in members}
+    return holdouts.pop() if len(holdouts) == 1 and next(iter(holdouts)) > 0 else None
 
 
 def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_dir: str | Path, data_spec: str,
@@ -208,21 +222,17 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
     log = log or (lambda e: None)
     members = [resolve_model(d) for d in member_dirs]
     first = members[0].config
-    for d, m in zip(member_dirs, members):
-        if m.config.label_names != first.label_names or m.config.input != first.input:
-            raise errors.ConfigError(f"{d}: its labels or input spec differ from {member_dirs[0]}'s; "
-                                     "ensemble members must share both")
-    model = assemble_ensemble(members, fusion, fusion_args, flip=flip)
+    model = assemble_ensemble(members, fusion, fusion_args, flip=flip, names=[str(d) for d in member_dirs])
+    member_holdouts = [m.config.recipe.get("holdout", 0.0) for m in members]
     recipe: dict[str, Any] = {"command": command, "members": [str(d) for d in member_dirs], "fusion": fusion,
-                              "flip": flip, "member_holdouts": [m.config.recipe.get("holdout", 0.0) for m in members]}
+                              "flip": flip, "member_holdouts": member_holdouts}
     if getattr(model.fusion, "trainable", False):
-        holdouts = {m.config.recipe.get("holdout", 0.0) for m in members}
-        if len(holdouts) != 1 or not holdouts.pop() > 0:
+        holdout = shared_holdout(members)
+        if holdout is None:
             raise errors.ConfigError(
                 f"fusion {fusion!r} must be fitted on data the members never saw, but the members were trained "
-                f"with holdout fractions {sorted({m.config.recipe.get('holdout', 0.0) for m in members})}. "
+                f"with holdout fractions {sorted(set(member_holdouts))}. "
                 "Train every member with the same --holdout (e.g. 0.05), or use mean_prob / mean_logit / majority_vote.")
-        holdout = members[0].config.recipe["holdout"]
         data = open_split(data_spec, fit_split, eval_transform(first.input), first.label_names, soft=True)
         _, held = holdout_split(len(data), holdout)
         recipe.update(fit_split=fit_split, holdout=holdout, fit_epochs=fit_epochs, fit_images=len(held))
@@ -250,6 +260,7 @@ def unpack_ensemble(spec: str, out_dir: str | Path, *, command: str = "") -> lis
         raise errors.ConfigError(f"{spec} is a {model.config.architecture}, not an emoxnet; only an ensemble "
                                  "has members to unpack")
     out_dir = Path(out_dir)
+    holdouts = model.config.recipe.get("member_holdouts")  # what each member held back (emozoo ensemble records it)
     written = []
     for i, (name, spec_i, member) in enumerate(zip(model.member_names, model.config.model_args["members"],
                                                    model.members)):
@@ -257,8 +268,7 @@ def unpack_ensemble(spec: str, out_dir: str | Path, *, command: str = "") -> lis
         single.config.input = model.config.input
         single.load_state_dict(member.state_dict())
         recipe = {"command": command, "unpacked_from": spec, "member": i, "ensemble_recipe": model.config.recipe}
-        holdouts = model.config.recipe.get("member_holdouts")
-        if holdouts:  # what the member held back, so that a learned fusion can still be fitted over it
+        if holdouts:  # kept, so that a learned fusion can still be fitted over the unpacked members
             recipe["holdout"] = holdouts[i]
         written.append(save_pretrained(single, out_dir / f"{i}_{name}", dataset=model.config.dataset,
                                        recipe=recipe, license=model.config.license))

@@ -144,6 +144,22 @@ def test_bench_flip_switch_labels_the_rows_and_doubles_the_macs(cli):
     assert "flip= is an option of emoxnet and emoxnetlite" in json.loads(result.stdout)["results"][0]["error"]
 
 
+def test_bench_model_args_time_a_candidate_shape_before_training_it(cli):
+    result = cli("bench", "resnet10", "emoxnetlite.ferplus", "--model-arg", "width=0.75", "--backend", "eager",
+                 "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    wide, pretrained = json.loads(result.stdout)["results"]
+    assert wide["model"] == "resnet10 width=0.75" and wide["weights"] == "random"
+    result = cli("bench", "resnet10", "--model-arg", "width=0.5", "--backend", "eager", "--json", *FAST)
+    narrow = json.loads(result.stdout)["results"][0]
+    assert wide["params"] > 2 * narrow["params"] and wide["macs"] > 2 * narrow["macs"]
+    # trained weights fix their shape: that row says so, the other one ran
+    assert "model args apply to an architecture name with random weights" in pretrained["error"]
+    student = '{"backbone": "resnet10", "args": {"width": 0.75}}'
+    result = cli("bench", "emoxnetlite", "--model-arg", f"student={student}", "--backend", "eager", "--json", *FAST)
+    assert json.loads(result.stdout)["results"][0]["macs"] == wide["macs"]
+
+
 def test_bench_onnx_and_int8_backends_run(cli, folders, fer_csv):
     needs_onnx()
     result = cli("bench", folders["mx"], "--backend", "onnx,int8", "--data", fer_csv, "--json", *FAST)

@@ -162,6 +162,20 @@ def test_unpack_writes_each_member_as_a_model_that_rebuilds_the_ensemble(member,
     assert result.exit_code == 1 and "not an emoxnet" in result.output and not (tmp_path / "x").exists()
 
 
+def test_unpack_refuses_to_overwrite_members_without_force(member, fer_csv, tmp_path):
+    ens = tmp_path / "ens"
+    assert cli("ensemble", member, member, "--fusion", "mean_logit", "--data", fer_csv, "--out", ens).exit_code == 0
+    out = tmp_path / "members"
+    assert cli("unpack", ens, "--out", out).exit_code == 0
+    (out / "1_resnet10" / "model.safetensors").write_bytes(b"kept")  # stands for a member trained further
+    result = cli("unpack", ens, "--out", out)
+    assert result.exit_code == 1 and "1_resnet10 already hold" in result.output and "--force" in result.output
+    assert (out / "1_resnet10" / "model.safetensors").read_bytes() == b"kept"
+    result = cli("unpack", ens, "--out", out, "--force")
+    assert result.exit_code == 0, result.output
+    emozoo.create(f"local-dir:{out / '1_resnet10'}", pretrained=True)  # written again, loads
+
+
 def test_distill_caches_teacher_outputs(member, fer_csv, tmp_path, monkeypatch):
     import emozoo.workflows as wf
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import json
 import math
 import os
 import platform
@@ -342,15 +343,20 @@ def prepare_backend(model: nn.Module, backend: str, *, device: str = "cpu", thre
 
 
 def load_model(name: str, input_shape: tuple[int, ...] | None = None,
-               flip: bool | None = None) -> tuple[nn.Module, str]:
+               flip: bool | None = None, model_args: dict[str, Any] | None = None) -> tuple[nn.Module, str]:
     """The model ``name`` names, and its weights: "pretrained" (arch.tag or a folder) or "random" (an architecture).
 
-    ``flip`` turns an emoxnet / emoxnetlite's test-time flip on or off (None: as saved)."""
+    ``flip`` turns an emoxnet / emoxnetlite's test-time flip on or off (None: as saved); ``model_args``
+    build an architecture with random weights in another shape (e.g. ``{"width": 0.75}``), to time a
+    candidate before training it."""
     from ._builder import HUB_PREFIX, LOCAL_PREFIX, create, model_spec
 
     name = model_spec(name)
     pretrained = name.startswith((LOCAL_PREFIX, HUB_PREFIX)) or "." in name.split("/")[-1]
-    kwargs: dict[str, Any] = {}
+    if model_args and pretrained:
+        raise EmozooError(f"{name} has trained weights, whose shape its config fixes; model args apply to an "
+                          "architecture name with random weights (e.g. resnet10 --model-arg width=0.75)")
+    kwargs: dict[str, Any] = dict(model_args or {})
     if input_shape:
         kwargs["input_size"] = input_shape[1:]
         if not pretrained:
@@ -366,16 +372,20 @@ def bench_model(model: str | nn.Module, *, name: str | None = None, backends: Se
                 batch_sizes: Sequence[int] = (1,), threads: int | None = None, device: str = "cpu",
                 input_shape: tuple[int, ...] | None = None, weights: str | None = None,
                 peak_flops: float | None = None, min_runs: int = 10, max_time: float = 3.0, target: float = 0.02,
-                data_spec: str | None = "ferplus", flip: bool | None = None) -> list[BenchResult]:
+                data_spec: str | None = "ferplus", flip: bool | None = None,
+                model_args: dict[str, Any] | None = None) -> list[BenchResult]:
     """Benchmark one model (a name, or a module made by :func:`emozoo.create`) on each backend and batch size.
 
     ``name`` labels a module; ``input_shape`` (C, H, W) overrides the model's input size; ``flip``
-    turns a named emoxnet / emoxnetlite's test-time flip on or off (the label says so);
+    turns a named emoxnet / emoxnetlite's test-time flip on or off (the label says so); ``model_args``
+    shape a named architecture with random weights (the label shows them);
     ``peak_flops`` (from :func:`measure_peak_flops`) adds the roofline figures. Failures become rows
     with ``error`` set. The fastest backend per batch size gets ``best=True``.
     """
     label = name or (model if isinstance(model, str) else getattr(getattr(model, "config", None), "name", None)
                      or type(model).__name__)
+    if model_args and isinstance(model, str) and not name:
+        label += " " + ",".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in model_args.items())
     if flip is not None and isinstance(model, str) and not name:
         label += " (flip)" if flip else " (no flip)"
     threads = threads or torch.get_num_threads()
@@ -383,7 +393,7 @@ def bench_model(model: str | nn.Module, *, name: str | None = None, backends: Se
     with num_threads(threads):
         try:
             if isinstance(model, str):
-                model, kind = load_model(model, input_shape, flip)
+                model, kind = load_model(model, input_shape, flip, model_args)
                 weights = weights or kind
             model = model.eval()
             shape = tuple(input_shape or model.config.input.shape)

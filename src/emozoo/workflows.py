@@ -247,30 +247,36 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
     return {"out": str(out_dir), "metrics": metrics, "recipe": recipe}
 
 
-def unpack_ensemble(spec: str, out_dir: str | Path, *, command: str = "") -> list[Path]:
+def unpack_ensemble(spec: str, out_dir: str | Path, *, command: str = "", overwrite: bool = False) -> list[Path]:
     """Write each member of the EmoXNet ``spec`` as a model folder of its own, ``out_dir/<i>_<backbone>``.
 
     The folders load like any trained backbone: ``emozoo eval`` scores a member alone, ``emozoo train
     --init`` gives it a new learning-rate cycle, and ``emozoo ensemble`` rebuilds an ensemble from them.
     Weights are written in float32 whatever the ensemble stores. Each member's ``holdout`` is kept where
-    the ensemble recorded it (``emozoo ensemble`` does).
+    the ensemble recorded it (``emozoo ensemble`` does). A member folder that already holds a model is
+    an error before anything is written, unless ``overwrite`` is true.
     """
     model = resolve_model(spec)
     if not isinstance(model, EmoXNet):
         raise errors.ConfigError(f"{spec} is a {model.config.architecture}, not an emoxnet; only an ensemble "
                                  "has members to unpack")
     out_dir = Path(out_dir)
+    targets = [out_dir / f"{i}_{name}" for i, name in enumerate(model.member_names)]
+    taken = [str(t) for t in targets if (t / "config.json").exists() or (t / "model.safetensors").exists()]
+    if taken and not overwrite:
+        raise errors.ConfigError(f"{', '.join(taken)} already hold{'s' if len(taken) == 1 else ''} a model; "
+                                 "pass --force to overwrite, or pick a new --out")
     holdouts = model.config.recipe.get("member_holdouts")  # what each member held back (emozoo ensemble records it)
     written = []
-    for i, (name, spec_i, member) in enumerate(zip(model.member_names, model.config.model_args["members"],
-                                                   model.members)):
+    for i, (name, target, spec_i, member) in enumerate(zip(model.member_names, targets,
+                                                           model.config.model_args["members"], model.members)):
         single = create(name, label_names=model.config.label_names, **spec_i["args"])
         single.config.input = model.config.input
         single.load_state_dict(member.state_dict())
         recipe = {"command": command, "unpacked_from": spec, "member": i, "ensemble_recipe": model.config.recipe}
         if holdouts:  # kept, so that a learned fusion can still be fitted over the unpacked members
             recipe["holdout"] = holdouts[i]
-        written.append(save_pretrained(single, out_dir / f"{i}_{name}", dataset=model.config.dataset,
+        written.append(save_pretrained(single, target, dataset=model.config.dataset,
                                        recipe=recipe, license=model.config.license))
     return written
 

@@ -62,8 +62,11 @@ def register(cli: click.Group) -> None:
     @click.option("--csv", "csv_file", type=click.Path(dir_okay=False), help="Also write the rows to a CSV file.")
     @click.option("--flip/--no-flip", default=None,
                   help="Turn test-time flip on or off for emoxnet / emoxnetlite models [default: as published].")
+    @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                  help="Build architectures (random weights) with this argument, e.g. width=0.75 or "
+                       "student='{\"backbone\": \"resnet10\", \"args\": {\"width\": 0.75}}'; repeatable.")
     def bench(patterns, batch_sizes, threads, backends, device, input_size, min_runs, max_time, target, data_spec,
-              roofline, plot, as_json, csv_file, flip):
+              roofline, plot, as_json, csv_file, flip, model_args):
         """Latency (median, p90, p99 per batch), throughput, size, MACs and memory of models matching PATTERNS.
 
         PATTERNS are model names (arch.tag for published weights, an architecture for random weights,
@@ -74,6 +77,7 @@ def register(cli: click.Group) -> None:
 
         from .. import bench as B
         from .._builder import list_models
+        from .train import parse_kv
 
         if as_json and csv_file:
             raise ConfigError("give --json or --csv FILE, not both")
@@ -81,6 +85,7 @@ def register(cli: click.Group) -> None:
             raise ConfigError("--device cuda: no CUDA device is visible to torch; use --device cpu")
         sizes, names_ = _int_list(batch_sizes, "--batch-size"), _backends(backends)
         shape = _input_size(input_size)
+        model_args = parse_kv(model_args)
         threads = threads or torch.get_num_threads()
         names = B.resolve_names(patterns or list_models(pretrained=True))
         log = (lambda msg: click.echo(msg, err=True))
@@ -99,7 +104,7 @@ def register(cli: click.Group) -> None:
                 log(f"benchmarking {name} ({', '.join(names_)}; batch {', '.join(map(str, sizes))}) ...")
             rows += B.bench_model(name, backends=names_, batch_sizes=sizes, threads=threads, device=device,
                                   input_shape=shape, peak_flops=peak, min_runs=min_runs, max_time=max_time,
-                                  target=target, data_spec=data_spec, flip=flip)
+                                  target=target, data_spec=data_spec, flip=flip, model_args=model_args)
         best = B.best_backends(rows)
         points = B.pareto_points(rows)
         if csv_file:

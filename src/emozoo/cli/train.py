@@ -187,8 +187,9 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("model")
     @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+    @click.option("--force", is_flag=True, help="Overwrite member folders under --out that already hold a model.")
     @click.option("--json", "as_json", is_flag=True)
-    def unpack(model, out_dir, as_json):
+    def unpack(model, out_dir, force, as_json):
         """Write each member of the ensemble MODEL as its own model folder under --out.
 
         E.g. `emozoo unpack emoxnet.ferplus --out runs/members` gives runs/members/0_resnet18, ...,
@@ -196,7 +197,7 @@ def register(cli: click.Group) -> None:
         """
         from ..workflows import unpack_ensemble
 
-        written = unpack_ensemble(model, out_dir, command=command_line())
+        written = unpack_ensemble(model, out_dir, command=command_line(), overwrite=force)
         if as_json:
             echo_json({"model": model, "members": [str(p) for p in written]})
             return

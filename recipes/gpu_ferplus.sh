@@ -116,16 +116,17 @@ members "" "$(budget 210)" "$ME" "${GPU[@]}" "${LIMIT_ARGS[@]}"
 say "ensemble; $(left)s left"
 # the finished members, less any that scores 2.5 points or more below the best one on the validation split
 # (a weak member pulls an averaging fusion down; ConvNeXt-Pico has never been trained to the end here)
-mapfile -t MEMBERS < <(python3 - "$OUT" "${MEMBER_RUNS[@]}" 2>> "$OUT/members.log" <<'EOF'
+mapfile -t MEMBERS < <(python3 - "$OUT" "${MEMBER_RUNS[@]}" 2> "$OUT/members.log" <<'EOF'
 import json, sys
 from pathlib import Path
+from emozoo._config import ModelConfig
+from emozoo.bench import validation_accuracy
 out, runs = Path(sys.argv[1]), sys.argv[2:]
 scores = {}
 for run in runs:
     config = out / run / "config.json"
     if config.is_file():
-        metrics = json.loads(config.read_text()).get("metrics", {})
-        scores[run] = next((m["accuracy"] for m in metrics.values() if isinstance(m, dict) and "accuracy" in m), 0.0)
+        scores[run] = validation_accuracy(ModelConfig.from_dict(json.loads(config.read_text())))[1] or 0.0
 best = max(scores.values(), default=0.0)
 for run, score in scores.items():
     keep = score > best - 0.025

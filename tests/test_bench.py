@@ -260,8 +260,20 @@ def test_tta_views_script_scores_each_view_like_eval(fer_csv, tmp_path):
     plain = emozoo.workflows.evaluate_model(str(lite), str(fer_csv), "PublicTest", progress=False)
     assert result["n"] == plain["n"] == 64
     assert result["views"]["identity"]["alone"] == round(plain["accuracy"], 4)
-    assert result["sets"]["all"]["views"] == 18 and result["sets"]["identity + mirror"]["views"] == 2
+    assert result["sets"]["all 4px, zooms, rotations"]["views"] == 18
+    assert result["sets"]["identity + mirror"]["views"] == 2 and result["sets"]["+ 1px shifts"]["views"] == 10
     assert "identity + mirror" in run.stdout
+    # --views computes only those; sets that need others are left out, an unknown name is refused
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tta_views.py"), str(lite), "--data", str(fer_csv),
+                          "--threads", "1", "--views", "identity,right 1px,left 1px,down 1px,up 1px",
+                          "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    subset = json.loads(out.read_text())
+    assert sorted(subset["sets"]) == ["+ 1px shifts", "identity + mirror"]
+    assert subset["sets"]["+ 1px shifts"] == result["sets"]["+ 1px shifts"]
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tta_views.py"), str(lite), "--data", str(fer_csv),
+                          "--views", "sideways"], capture_output=True, text=True)
+    assert run.returncode == 2 and "unknown view(s) ['sideways']" in run.stderr
 
 
 def test_train_speed_script_times_both_augmentation_paths(fer_csv, tmp_path):
@@ -306,3 +318,25 @@ def test_fusion_search_over_member_folders_scores_rows_like_eval(fer_csv, tmp_pa
     run = search(members=[dirs[0], other])
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert f"{other}: its labels or input spec differ from {dirs[0]}'s" in run.stderr
+
+
+def test_weight_soup_script_scores_the_mean_of_the_weights(fer_csv, tmp_path):
+    folders = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS)
+        folders.append(emozoo.save_pretrained(model, tmp_path / f"m{seed}"))
+    out = tmp_path / "soup.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "weight_soup.py"), *map(str, folders), "--data",
+                          str(fer_csv), "--recount", "32", "--threads", "1", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    a, b = (emozoo.create(f"local-dir:{f}", pretrained=True) for f in folders)
+    a.load_state_dict({k: (v + b.state_dict()[k]) / 2 if v.is_floating_point() else v for k, v in a.state_dict().items()})
+    expected = emozoo.workflows.evaluate_model(a, str(fer_csv), "PublicTest", progress=False)["accuracy"]
+    assert result["soup"] == round(expected, 4) and set(result["models"]) == set(map(str, folders))
+    other = emozoo.save_pretrained(emozoo.create("resnet10", width=0.5, label_names=FER2013_LABELS), tmp_path / "w")
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "weight_soup.py"), str(folders[0]), str(other),
+                          "--data", str(fer_csv)], capture_output=True, text=True)
+    assert run.returncode == 1 and "not the same architecture" in run.stderr

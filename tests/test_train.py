@@ -1,5 +1,6 @@
 """Training, distillation, ensembling and evaluation, end to end through the CLI."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -337,3 +338,133 @@ def test_smoke_member_and_distillation_on_real_ferplus(tmp_path):
     assert result.exit_code == 0, result.output
     cfg = emozoo.create(f"local-dir:{student}").config
     assert cfg.architecture == "emoxnetlite" and cfg.recipe["distill_loss"] == "kd_smooth"
+
+
+def test_weight_average_and_batchnorm_recount():
+    from emozoo.train import WeightAverage, update_batchnorm
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    average = WeightAverage(a)
+    average.update(a)
+    average.update(b)
+    target = torch.nn.Linear(3, 2)
+    average.apply(target)
+    assert torch.allclose(target.weight, (a.weight + b.weight) / 2) and torch.allclose(target.bias, (a.bias + b.bias) / 2)
+    restored = WeightAverage(a)
+    restored.load(average.tensors(), average.count)
+    assert restored.count == 2 and all(torch.equal(restored.mean[k], average.mean[k]) for k in average.mean)
+
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(2)).eval()
+    batches = [torch.randn(4, 2, 3, 3) * 2 + 5 for _ in range(3)]
+    update_batchnorm(net, iter(batches))
+    data = torch.cat(batches)
+    assert torch.allclose(net[0].running_mean, data.mean((0, 2, 3)), atol=1e-5)
+    assert not net.training and net[0].momentum == 0.1  # left as it was found
+
+
+def test_swa_lr_schedule_ends_the_cosine_at_the_held_rate():
+    from emozoo.train import Recipe, lr_schedule
+
+    plain = lr_schedule(Recipe(epochs=4, lr=0.1, warmup_epochs=0), 10)
+    assert plain(0) == pytest.approx(0.1) and plain(39) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
+    held = lr_schedule(Recipe(epochs=4, lr=0.1, warmup_epochs=0, swa_epochs=2, swa_lr=0.01), 10)
+    assert held(0) == pytest.approx(0.1) and held(19) > 0.01
+    assert [held(s) for s in range(20, 40)] == [0.01] * 20
+    with pytest.raises(emozoo.errors.ConfigError, match="swa_epochs"):
+        Recipe(epochs=2, swa_epochs=3)
+    with pytest.raises(emozoo.errors.ConfigError, match="swa_lr needs swa_epochs"):
+        Recipe(swa_lr=0.01)
+
+
+def test_swa_saves_the_mean_of_the_last_epochs(fer_csv, tmp_path):
+    args = ["train", "resnet10", *TINY, "--data", fer_csv, "--epochs", 2, "--limit", 96, "--batch-augment", *FAST]
+    plain = cli(*args, "--out", tmp_path / "plain")
+    assert plain.exit_code == 0, plain.output
+    result = cli(*args, "--swa-epochs", 2, "--out", tmp_path / "swa", "--json")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["epoch", "epoch", "swa", "done"] and events[2]["epochs_averaged"] == 2
+    assert events[3]["accuracy"] == events[2]["val"]["accuracy"]  # the saved model is the average
+    raw = {k[len("model."):]: v for k, v in load_file(tmp_path / "plain" / "checkpoint" / "checkpoint.safetensors").items()
+           if k.startswith("model.")}
+    ckpt = load_file(tmp_path / "swa" / "checkpoint" / "checkpoint.safetensors")
+    saved = emozoo.create(f"local-dir:{tmp_path / 'swa'}", pretrained=True)
+    assert saved.config.recipe["swa_epochs"] == 2
+    params = dict(saved.named_parameters())
+    for k, v in params.items():
+        assert torch.equal(ckpt[f"model.{k}"], raw[k]), k  # averaging leaves the trajectory alone
+        assert torch.allclose(v, ckpt[f"extra.swa.{k}"]), k
+    assert any(not torch.allclose(v, raw[k]) for k, v in params.items())
+    bn = next(k for k in saved.state_dict() if k.endswith("running_mean"))
+    assert not torch.allclose(saved.state_dict()[bn], raw[bn])  # statistics recounted for the averaged weights
+
+
+@pytest.mark.parametrize("name", ["resnet10", "mini_xception", "vgg13"])
+def test_grow_state_dict_keeps_the_narrow_models_outputs(name):
+    from emozoo._weights import grow_state_dict
+
+    torch.manual_seed(0)
+    narrow = emozoo.create(name, width=0.25).eval()
+    wide = emozoo.create(name, width=0.5).eval()
+    wide.load_state_dict(grow_state_dict(narrow.state_dict(), wide.state_dict()))
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), narrow(x), rtol=1e-4, atol=1e-5)
+    small = narrow.state_dict()
+    grew = next(k for k, v in wide.state_dict().items() if v.ndim == 4 and v.shape != small[k].shape)
+    assert wide.state_dict()[grew].abs().sum() > small[grew].abs().sum()  # new channels start random
+    with pytest.raises(emozoo.errors.ConfigError, match="does not fit inside"):
+        grow_state_dict(wide.state_dict(), narrow.state_dict())
+
+
+def test_distill_grow_starts_a_wider_student_from_a_narrow_one(member, fer_csv, tmp_path, user_registrations):
+    torch.manual_seed(3)
+    narrow = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25, label_names=emozoo.data.FER2013_LABELS),
+                                    tmp_path / "narrow")
+    args = ["distill", "--teacher", member, "--student", "resnet10", "--student-arg", "width=0.5", "--data", fer_csv,
+            "--epochs", 1, "--limit", 64, "--lr", 1e-9, "--warmup-epochs", 0, *FAST, "--init", narrow]
+    result = cli(*args, "--out", tmp_path / "refused")
+    assert result.exit_code == 1 and "or --grow for a narrower model" in result.output
+    result = cli(*args[:-2], "--grow", "--out", tmp_path / "no_init")
+    assert result.exit_code == 1 and "give --init NARROWER_MODEL" in result.output
+    result = cli(*args, "--grow", "--out", tmp_path / "grown", "--val-split", "PublicTest")
+    assert result.exit_code == 0, result.output
+    grown = emozoo.create(f"local-dir:{tmp_path / 'grown'}", pretrained=True)
+    assert grown.config.model_args == {"width": 0.5} and "--grow" in grown.config.recipe["command"]
+    before = emozoo.create(f"local-dir:{narrow}", pretrained=True)
+    assert grown.config.metrics["PublicTest"]["accuracy"] == pytest.approx(
+        emozoo.workflows.evaluate_model(before, str(fer_csv), "PublicTest", progress=False)["accuracy"])
+    # LayerNorm over channels is not preserved by growing: refused with the reason
+    from emozoo.builtins.backbones import ConvNeXt
+
+    @emozoo.register_backbone("tiny_convnext")
+    def tiny_convnext(num_classes=8, in_chans=1, base=8):
+        return ConvNeXt((1, 1, 1, 1), tuple(base * m for m in (1, 2, 4, 8)), num_classes, in_chans)
+
+    small = emozoo.save_pretrained(emozoo.create("tiny_convnext", label_names=emozoo.data.FER2013_LABELS),
+                                   tmp_path / "small")
+    result = cli("train", "tiny_convnext", "--model-arg", "base=16", "--data", fer_csv, "--epochs", 1, "--limit", 64,
+                 *FAST, "--init", small, "--grow", "--out", tmp_path / "cnx")
+    assert result.exit_code == 1 and "does not compute what" in result.output and "LayerNorm" in result.output
+
+
+def test_teacher_online_matches_cached_outputs_when_nothing_is_augmented(member, fer_csv, tmp_path):
+    base = ["distill", "--teacher", member, "--student", "resnet10", "--student-arg", "width=0.25", "--data", fer_csv,
+            "--epochs", 1, "--limit", 64, "--val-split", "none", *FAST]
+    args = [*base, "--augment", "none"]
+    cached = cli(*args, "--out", tmp_path / "cached")
+    online = cli(*args, "--teacher-online", "--out", tmp_path / "online")
+    assert cached.exit_code == 0 and online.exit_code == 0, cached.output + online.output
+    assert (tmp_path / "cached" / "checkpoint" / "teacher_logits.safetensors").exists()
+    assert not (tmp_path / "online" / "checkpoint" / "teacher_logits.safetensors").exists()
+    a, b = (emozoo.create(f"local-dir:{tmp_path / n}", pretrained=True) for n in ("cached", "online"))
+    assert b.config.recipe["teacher_online"] is True and a.config.recipe["teacher_online"] is False
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va.float(), vb.float(), rtol=1e-3, atol=1e-4, msg=k)
+    # with augmentation the online teacher sees other images than the cached one, so the runs part
+    shifted = cli(*base, "--teacher-online", "--out", tmp_path / "aug")
+    assert shifted.exit_code == 0, shifted.output
+    c = emozoo.create(f"local-dir:{tmp_path / 'aug'}", pretrained=True)
+    assert any(not torch.allclose(va.float(), vc.float(), atol=1e-4)
+               for va, vc in zip(a.state_dict().values(), c.state_dict().values()))

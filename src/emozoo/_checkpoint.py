@@ -21,8 +21,12 @@ from .errors import WeightsError
 CKPT_TENSORS, CKPT_META = "checkpoint.safetensors", "checkpoint.json"
 
 
-def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any],
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the checkpoint; ``extra_tensors`` (e.g. a weight average) come back from :func:`load_checkpoint`
+    as ``meta["extra_tensors"]``."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
     opt = optimizer.state_dict()
     opt_scalars: dict[str, dict[str, Any]] = {}
     for idx, state in opt["state"].items():
@@ -66,4 +70,5 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
         opt_state.setdefault(int(idx), {}).update(scalars)
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
+    meta["extra_tensors"] = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     return meta

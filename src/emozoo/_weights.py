@@ -107,5 +107,36 @@ def state_dict_mismatch(own: dict[str, Any], other: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def grow_state_dict(narrow: dict[str, Any], wide: dict[str, Any]) -> dict[str, Any]:
+    """The weights ``narrow`` of a model widened to the shapes of ``wide`` (a freshly initialised wider model
+    of the same architecture), so that the wide model computes what the narrow one did.
+
+    Every tensor's leading slice is the narrow tensor; the rest keeps ``wide``'s initialisation, except
+    that the weights from new input channels into old output channels (``[:old_out, old_in:]`` of a conv
+    or linear weight) are zero. Old channels therefore see only old channels and carry the narrow model's
+    values through every dense or depthwise convolution, linear layer, per-channel norm, activation,
+    pooling and residual addition; new channels start random and are free to learn. Layers that mix
+    channels otherwise (LayerNorm over channels, grouped convolutions) are not preserved; check the outputs.
+    """
+    mismatch = sorted(set(narrow) ^ set(wide))
+    if mismatch:
+        raise ConfigError(f"the narrow and wide models differ in tensors {_few(mismatch)}: not the same architecture")
+    grown = {}
+    for key, target in wide.items():
+        source = narrow[key]
+        if source.ndim != target.ndim or any(a > b for a, b in zip(source.shape, target.shape)):
+            raise ConfigError(f"{key}: {tuple(source.shape)} does not fit inside {tuple(target.shape)}; "
+                              "grow into a model at least as wide in every layer")
+        if source.shape == target.shape:
+            grown[key] = source.clone()
+            continue
+        tensor = target.clone()
+        tensor[tuple(slice(0, d) for d in source.shape)] = source.to(tensor.dtype)
+        if source.ndim >= 2:
+            tensor[:source.shape[0], source.shape[1]:] = 0
+        grown[key] = tensor
+    return grown
+
+
 def _few(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")

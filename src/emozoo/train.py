@@ -49,12 +49,23 @@ class Recipe:
     #: train on at most this many training images (smoke runs); 0 = all
     limit: int = 0
     seed: int = 0
+    #: stochastic weight averaging (Izmailov et al. 2018): the saved model is the mean of the weights at the
+    #: end of each of the last ``swa_epochs`` epochs, its BatchNorm statistics recomputed on the training
+    #: images; 0 = off
+    swa_epochs: int = 0
+    #: with ``swa_epochs``: the learning rate held constant over those epochs (the cosine schedule of the
+    #: epochs before ends there); 0 = the cosine schedule runs to the end as without averaging
+    swa_lr: float = 0.0
     num_workers: int = 2
     amp: bool = True
     #: distillation only: loss name, its arguments, and the teacher
     distill_loss: str | None = None
     distill_args: dict[str, Any] = field(default_factory=dict)
     teacher: str | None = None
+    #: distillation only: the teacher sees every augmented batch the student sees ("consistent teaching",
+    #: Beyer et al. 2022) instead of its outputs on the unaugmented images being computed once and cached;
+    #: one teacher forward per step
+    teacher_online: bool = False
 
     def __post_init__(self):
         checks = [
@@ -65,6 +76,9 @@ class Recipe:
             (self.target in ("soft", "majority"), f"target must be 'soft' or 'majority', not {self.target!r}"),
             (0 <= self.holdout < 1, "holdout must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.swa_epochs <= self.epochs, "swa_epochs must be between 0 and epochs"),
+            (self.swa_lr >= 0, "swa_lr must be 0 (keep the cosine schedule) or positive"),
+            (self.swa_lr == 0 or self.swa_epochs > 0, "swa_lr needs swa_epochs (the epochs it is held over)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -200,16 +214,36 @@ def evaluate(model: nn.Module, dataset: Dataset, label_names, batch_size: int = 
     return classification_metrics(logits.softmax(1), targets, label_names)
 
 
+def lr_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate at each optimizer step: linear warm-up, then cosine decay to 0; with ``recipe.swa_lr``
+    the cosine ends at that rate where the last ``swa_epochs`` begin, and it is held from there on."""
+    total_steps = steps_per_epoch * recipe.epochs
+    warmup = int(recipe.warmup_epochs * steps_per_epoch)
+    cosine_end = total_steps - (steps_per_epoch * recipe.swa_epochs if recipe.swa_lr else 0)
+    floor = recipe.swa_lr
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return recipe.lr * (step + 1) / warmup
+        if step >= cosine_end:
+            return floor
+        return floor + 0.5 * (recipe.lr - floor) * (1 + math.cos(math.pi * (step - warmup) / max(1, cosine_end - warmup)))
+
+    return lr_at
+
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: Recipe, out_dir: str | Path, *,
         resume: bool = False, log: Callable[[dict], None] | None = None, progress: bool = True,
-        teacher_logits: torch.Tensor | None = None, distill_loss: LossFn | None = None) -> dict[str, Any]:
+        teacher_logits: torch.Tensor | None = None, distill_loss: LossFn | None = None,
+        teacher: nn.Module | None = None) -> dict[str, Any]:
     """Train ``model`` on ``train_set`` (items ``(image, target)``) and checkpoint every epoch.
 
     Without ``distill_loss`` the loss is cross-entropy against the target (index or distribution);
-    with it, ``distill_loss(student_logits, teacher_logits[idx], target)``. Returns the last
+    with it, ``distill_loss(student_logits, teacher_logits[idx], target)``, or with a ``teacher`` module
+    instead of cached logits, ``distill_loss(student_logits, teacher(x), target)`` on the same batch. Returns the last
     validation metrics. Only process 0 writes files and logs.
 
     With ``recipe.batch_augment`` the items of ``train_set`` must come un-augmented (its transform
@@ -234,7 +268,6 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
     if per_rank * dist.world != recipe.batch_size:
         raise errors.ConfigError(f"batch_size {recipe.batch_size} is not divisible by the {dist.world} processes")
     steps_per_epoch = math.ceil(math.ceil(len(data) / dist.world) / per_rank)
-    total_steps = steps_per_epoch * recipe.epochs
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -242,20 +275,18 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
-    warmup = int(recipe.warmup_epochs * steps_per_epoch)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return recipe.lr * (step + 1) / warmup
-        return 0.5 * recipe.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+    lr_at = lr_schedule(recipe, steps_per_epoch)
 
     start_epoch, step, history = 0, 0, []
+    swa = WeightAverage(model) if recipe.swa_epochs else None
     if resume and (out_dir / CKPT_META).is_file():
         meta = load_checkpoint(out_dir, model, optimizer)
         if asdict(Recipe.from_dict(meta.get("recipe") or {})) != asdict(recipe):
             raise errors.ConfigError(f"{out_dir.parent}: the checkpoint was made with another recipe; resume with the "
                                      f"same options or use a new --out folder")
         start_epoch, step, history = meta["epoch"], meta["step"], meta["history"]
+        if swa is not None:
+            swa.load(meta.get("extra_tensors", {}), meta.get("swa_count", 0))
         log({"event": "resume", "epoch": start_epoch, "step": step})
     elif (out_dir / CKPT_META).is_file() and dist.main:
         raise errors.ConfigError(f"{out_dir.parent} holds a checkpoint: pass --resume to continue it, or pick a new --out")
@@ -282,7 +313,11 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
                 group["lr"] = lr_at(step)
             with _autocast(device, recipe.amp):
                 logits = ddp(x).float()
-            if distill_loss is not None:
+            if distill_loss is not None and teacher is not None:
+                with torch.no_grad(), _autocast(device, recipe.amp):
+                    taught = teacher(x).float()
+                loss = distill_loss(logits, taught, target)
+            elif distill_loss is not None:
                 loss = distill_loss(logits, teacher_logits[idx].to(device), target)
             else:
                 tgt = F.one_hot(target, num_classes).float() if target.ndim == 1 else target.float()
@@ -302,16 +337,78 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         bar.close()
         loss_sum, correct = loss_sum.item(), correct.item()
         train_stats = {"loss": dist.mean(loss_sum / max(seen, 1)), "accuracy": dist.mean(correct / max(seen, 1))}
+        if swa is not None and epoch >= recipe.epochs - recipe.swa_epochs:
+            swa.update(model)
         if dist.main:
             metrics = evaluate(model, val_set, model.config.label_names, num_workers=0) if val_set is not None else {}
             summary = {k: v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")}
             history.append({"epoch": epoch + 1, "step": step, "train": train_stats, "val": summary,
                             "seconds": round(time.time() - t0, 1)})
-            save_checkpoint(out_dir, model, optimizer, {"epoch": epoch + 1, "step": step, "history": history,
-                                                        "recipe": asdict(recipe),
-                                                        "architecture": model.config.architecture,
-                                                        "model_args": model.config.model_args})
+            meta = {"epoch": epoch + 1, "step": step, "history": history, "recipe": asdict(recipe),
+                    "architecture": model.config.architecture, "model_args": model.config.model_args}
+            if swa is not None:
+                meta["swa_count"] = swa.count
+            save_checkpoint(out_dir, model, optimizer, meta, extra_tensors=swa.tensors() if swa is not None else None)
             log({"event": "epoch", **history[-1], "epochs": recipe.epochs,
                  "eta_seconds": round((recipe.epochs - epoch - 1) * (time.time() - t0))})
         dist.barrier()
+    if swa is not None and swa.count:
+        t0 = time.time()
+        swa.apply(model)
+        with torch.no_grad(), _autocast(device, recipe.amp):
+            update_batchnorm(model, (x for x, _, _ in _batches(data, recipe, per_rank, recipe.epochs, dist, device,
+                                                                 cached)))
+        if dist.main:
+            metrics = evaluate(model, val_set, model.config.label_names, num_workers=0) if val_set is not None else {}
+            summary = {k: v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")}
+            log({"event": "swa", "epochs_averaged": swa.count, "val": summary, "seconds": round(time.time() - t0, 1)})
     return {"metrics": metrics, "history": history, "steps": step}
+
+
+class WeightAverage:
+    """The running mean of a model's floating-point weights and buffers (stochastic weight averaging)."""
+
+    def __init__(self, model: nn.Module):
+        self.mean: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self._keys = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+
+    def update(self, model: nn.Module) -> None:
+        state = model.state_dict()
+        self.count += 1
+        for k in self._keys:
+            value = state[k].detach().float().cpu()
+            if k not in self.mean:
+                self.mean[k] = value.clone()
+            else:
+                self.mean[k] += (value - self.mean[k]) / self.count
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"swa.{k}": v for k, v in self.mean.items()}
+
+    def load(self, tensors: dict[str, torch.Tensor], count: int) -> None:
+        self.mean = {k[len("swa."):]: v.float() for k, v in tensors.items() if k.startswith("swa.")}
+        self.count = int(count) if self.mean else 0
+
+    def apply(self, model: nn.Module) -> None:
+        state = model.state_dict()
+        model.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in self.mean.items()}})
+
+
+def update_batchnorm(model: nn.Module, batches) -> None:
+    """Recompute every BatchNorm layer's running mean and variance as the plain average over ``batches``
+    (inputs only), as the weights of an averaged model need (their own statistics were never measured)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for x in batches:
+        model(x)
+    model.train(was_training)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum

@@ -20,7 +20,7 @@ from . import errors
 from ._builder import check_model_name, create, model_spec
 from ._models import EmoXNet
 from ._registry import DISTILL_LOSSES
-from ._weights import save_pretrained, state_dict_mismatch, write_safetensors
+from ._weights import grow_state_dict, save_pretrained, state_dict_mismatch, write_safetensors
 from .data import FER2013_SPLITS, eval_transform, open_dataset, train_transform
 from .metrics import classification_metrics, plot_confusion
 from .train import Recipe, _Dist, device_for, fit, holdout_split, predict_logits
@@ -82,11 +82,12 @@ def _save_final(model, out_dir, data_spec, split, val_split, recipe: Recipe, com
 
 def train_model(name: str, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
                 out_dir: str | Path, *, resume: bool = False, log: Log | None = None, command: str = "",
-                progress: bool = True, init: str | None = None) -> dict:
+                progress: bool = True, init: str | None = None, grow: bool = False) -> dict:
     """Train one model (an ensemble member or any architecture) and save it to ``out_dir``.
 
     ``init`` (a model folder or name) starts from those weights instead of random ones, e.g. to
-    continue a finished run with a new learning-rate cycle; its architecture and arguments must match.
+    continue a finished run with a new learning-rate cycle; its architecture and arguments must match,
+    or with ``grow`` it may be a narrower model of the architecture (see :func:`_init_from`).
     """
     log = log or (lambda e: None)
     check_model_name(name)  # before reading any data
@@ -95,7 +96,7 @@ def train_model(name: str, model_args: dict, data_spec: str, split: str, val_spl
     torch.manual_seed(recipe.seed)
     model = create(name, label_names=probe.label_names, **model_args)
     if init:
-        _init_from(model, init)
+        _init_from(model, init, grow)
     probe.transform = _train_transform(model.config.input, recipe)
     train_set = Subset(probe, train_indices(len(probe), recipe))
     val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), model.config.label_names)
@@ -129,11 +130,13 @@ def teacher_outputs(teacher: nn.Module, data_spec: str, split: str, indices: lis
 
 def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec: str, split: str,
                   val_split: str | None, recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
-                  log: Log | None = None, command: str = "", progress: bool = True, init: str | None = None) -> dict:
+                  log: Log | None = None, command: str = "", progress: bool = True, init: str | None = None,
+                  grow: bool = False) -> dict:
     """Distil ``teacher_spec`` into ``student`` with ``recipe.distill_loss`` and save to ``out_dir``.
 
     ``init`` (a model folder or name) starts the student from those weights instead of random ones,
-    e.g. to fine-tune a distilled student on a better teacher; its architecture must be the student's.
+    e.g. to fine-tune a distilled student on a better teacher; its architecture must be the student's,
+    or with ``grow`` a narrower one of it (e.g. a wider student grown from a trained narrow one).
     """
     log = log or (lambda e: None)
     out_dir = Path(out_dir)
@@ -150,30 +153,55 @@ def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec
     indices = train_indices(len(train_data), recipe)
     key = hashlib.sha256(json.dumps([teacher.config.weights_sha256 or teacher_spec, data_spec, split, indices])
                          .encode()).hexdigest()
-    logits = teacher_outputs(teacher, data_spec, split, indices, out_dir / "checkpoint" / "teacher_logits.safetensors",
-                             key, progress)
-    teacher.cpu()
+    if recipe.teacher_online:  # the teacher sees each augmented batch; nothing to cache
+        logits = None
+        teacher.to(device_for())
+    else:
+        logits = teacher_outputs(teacher, data_spec, split, indices,
+                                 out_dir / "checkpoint" / "teacher_logits.safetensors", key, progress)
+        teacher.cpu()
     torch.manual_seed(recipe.seed)
     model = create(student, label_names=labels, **student_args)
     if init:
-        _init_from(model, init)
+        _init_from(model, init, grow)
     train_data.transform = _train_transform(model.config.input, recipe)
     val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), labels) if val_split else None)
     result = fit(model, Subset(train_data, indices), val_set, recipe, out_dir, resume=resume, log=log,
-                 progress=progress, teacher_logits=logits, distill_loss=loss_fn)
+                 progress=progress, teacher_logits=logits, distill_loss=loss_fn,
+                 teacher=teacher if recipe.teacher_online else None)
     _save_final(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
     return result
 
 
-def _init_from(model: nn.Module, spec: str) -> None:
-    """Load the weights of ``spec`` (a model folder or name) into ``model``, which must share its architecture."""
+def _init_from(model: nn.Module, spec: str, grow: bool = False) -> None:
+    """Load the weights of ``spec`` (a model folder or name) into ``model``, which must share its architecture.
+
+    With ``grow`` the weights may come from a narrower model of that architecture (e.g. ``width=0.5`` into
+    ``width=0.75``): :func:`emozoo._weights.grow_state_dict` widens them so that ``model`` starts out computing
+    what ``spec`` does, which is checked on a random batch.
+    """
     source = resolve_model(spec)
     theirs = source.state_dict()
+    if grow:
+        if source.config.architecture != model.config.architecture:
+            raise errors.ConfigError(f"--init {spec} --grow: it is a {source.config.architecture}, the model being "
+                                     f"trained a {model.config.architecture}; grow within one architecture")
+        model.load_state_dict(grow_state_dict(theirs, model.state_dict()))
+        x = torch.randn(4, model.config.input.in_chans, *model.config.input.size)
+        was_training = model.training
+        with torch.no_grad():
+            same = torch.allclose(source.eval()(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+        model.train(was_training)
+        if not same:
+            raise errors.ConfigError(f"--init {spec} --grow: the widened model does not compute what {spec} does "
+                                     "(it has layers that mix channels, such as LayerNorm over channels); "
+                                     "train it from random weights instead")
+        return
     mismatch = state_dict_mismatch(model.state_dict(), theirs)
     if mismatch:
         raise errors.ConfigError(f"--init {spec}: its weights ({source.config.architecture} {source.config.model_args}) "
                                  f"do not fit the model being trained: {mismatch}; give weights of the same "
-                                 "architecture and arguments")
+                                 "architecture and arguments (or --grow for a narrower model of it)")
     model.load_state_dict(theirs)
 
 

@@ -12,7 +12,8 @@ from ..errors import ConfigError
 from . import echo_json
 
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
-                 "target", "augment", "batch_augment", "holdout", "limit", "seed", "num_workers", "amp")
+                 "target", "augment", "batch_augment", "holdout", "limit", "seed", "swa_epochs", "swa_lr", "num_workers",
+                 "amp")
 
 
 def recipe_options(f):
@@ -32,7 +33,13 @@ def recipe_options(f):
                           "in loader workers."),
         click.option("--holdout", type=float, help="Fraction of the training split held back for fusion fitting."),
         click.option("--limit", type=int, help="Train on at most N images (smoke runs)."),
-        click.option("--seed", type=int), click.option("--num-workers", type=int),
+        click.option("--seed", type=int),
+        click.option("--swa-epochs", type=int,
+                     help="Save the mean of the weights after each of the last N epochs (stochastic weight "
+                          "averaging; BatchNorm statistics recomputed) [0: off]."),
+        click.option("--swa-lr", type=float,
+                     help="With --swa-epochs: hold this learning rate over those epochs [0: cosine to the end]."),
+        click.option("--num-workers", type=int),
         click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA."),
         click.option("--data", "data_spec", help="Data spec: ferplus, a path, or name:path (see emozoo.data)."),
         click.option("--split", help="Training split [Training]."),
@@ -90,6 +97,11 @@ def make_logger(as_json: bool):
                        f"acc {event['train']['accuracy']:.4f}  val acc {val.get('accuracy', float('nan')):.4f} "
                        f"f1 {val.get('macro_f1', float('nan')):.4f}  ({event['seconds']}s, "
                        f"eta {event['eta_seconds'] // 60}m{event['eta_seconds'] % 60:02d}s)", err=True)
+        elif event.get("event") == "swa":
+            val = event["val"]
+            click.echo(f"weights averaged over the last {event['epochs_averaged']} epochs  val acc "
+                       f"{val.get('accuracy', float('nan')):.4f} f1 {val.get('macro_f1', float('nan')):.4f}  "
+                       f"({event['seconds']}s)", err=True)
         elif event.get("event") == "resume":
             click.echo(f"resuming after epoch {event['epoch']} (step {event['step']})", err=True)
         elif event.get("event") == "done":
@@ -97,6 +109,11 @@ def make_logger(as_json: bool):
             click.echo(f"saved {event['out']} " + (f"(val accuracy {accuracy:.4f})" if accuracy is not None
                                                      else "(no validation split)"), err=True)
     return log
+
+
+def _check_grow(init, grow) -> None:
+    if grow and not init:
+        raise ConfigError("--grow widens the weights of --init; give --init NARROWER_MODEL as well")
 
 
 def command_line() -> str:
@@ -112,8 +129,12 @@ def register(cli: click.Group) -> None:
                   help="Argument for the model constructor, e.g. width=0.5 or members='[\"resnet18\"]'.")
     @click.option("--init", help="Start from these weights (a folder or name of the same architecture and "
                                  "arguments) instead of random ones, e.g. to give a finished run a new lr cycle.")
+    @click.option("--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same "
+                                               "architecture (e.g. width 0.5 into 0.75); the new channels start so "
+                                               "that the model computes what the narrow one does.")
     @recipe_options
-    def train(model, model_args, init, recipe_file, out_dir, resume, as_json, data_spec, split, val_split, **options):
+    def train(model, model_args, init, grow, recipe_file, out_dir, resume, as_json, data_spec, split, val_split,
+              **options):
         """Train MODEL (a backbone, emoxnetlite, timm/<arch>, ...) on --data; write --out.
 
         Writes a checkpoint every epoch (--resume continues it) and, at the end, model.safetensors and
@@ -121,6 +142,7 @@ def register(cli: click.Group) -> None:
         """
         from ..workflows import train_model
 
+        _check_grow(init, grow)
         file_data = load_recipe_file(recipe_file)
         model = model or file_data.get("model")
         if not model:
@@ -128,7 +150,7 @@ def register(cli: click.Group) -> None:
         args = {**file_data.get("model_args", {}), **parse_kv(model_args)}
         train_model(model, args, data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
                     val_split or file_data.get("val_split"), _merge(file_data, options), out_dir, resume=resume,
-                    log=make_logger(as_json), command=command_line(), init=init)
+                    log=make_logger(as_json), command=command_line(), init=init, grow=grow)
 
     @cli.command()
     @click.option("--teacher", required=False, help="Teacher: a model folder, local-dir:, hf-hub: or a pretrained name.")
@@ -139,12 +161,19 @@ def register(cli: click.Group) -> None:
                   help="Loss hyper-parameter, e.g. eps=0.1 T=2 alpha=0.9.")
     @click.option("--init", help="Start the student from these weights (a folder or name of the same "
                                  "architecture) instead of random ones.")
+    @click.option("--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same "
+                                               "architecture (e.g. width 0.5 into 0.75); the new channels start so "
+                                               "that the model computes what the narrow one does.")
+    @click.option("--teacher-online/--teacher-cached", "teacher_online", default=None,
+                  help="The teacher sees every augmented batch the student sees (consistent teaching; one teacher "
+                       "forward per step) instead of its outputs on the plain images being cached once [cached].")
     @recipe_options
-    def distill(teacher, student, student_args, loss, loss_args, init, recipe_file, out_dir, resume, as_json, data_spec,
-                split, val_split, **options):
-        """Distil a --teacher into a --student on --data (teacher outputs cached once)."""
+    def distill(teacher, student, student_args, loss, loss_args, init, grow, teacher_online, recipe_file, out_dir,
+                resume, as_json, data_spec, split, val_split, **options):
+        """Distil a --teacher into a --student on --data (teacher outputs cached once, or --teacher-online)."""
         from ..workflows import distill_model
 
+        _check_grow(init, grow)
         file_data = load_recipe_file(recipe_file)
         teacher = teacher or file_data.get("teacher")
         if not teacher:
@@ -152,11 +181,13 @@ def register(cli: click.Group) -> None:
         recipe = _merge(file_data, options)
         recipe.distill_loss = loss or file_data.get("recipe", {}).get("distill_loss") or "kd_smooth"
         recipe.distill_args = {**file_data.get("recipe", {}).get("distill_args", {}), **parse_kv(loss_args)}
+        if teacher_online is not None:
+            recipe.teacher_online = teacher_online
         distill_model(teacher, student or file_data.get("model", "emoxnetlite"),
                       {**file_data.get("model_args", {}), **parse_kv(student_args)},
                       data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
                       val_split or file_data.get("val_split"), recipe, out_dir, resume=resume,
-                      log=make_logger(as_json), command=command_line(), init=init)
+                      log=make_logger(as_json), command=command_line(), init=init, grow=grow)
 
     @cli.command()
     @click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))

@@ -18,21 +18,21 @@ from torch.utils.data import DataLoader, Subset
 
 from emozoo._weights import state_dict_mismatch
 from emozoo.data import train_transform
-from emozoo.train import update_batchnorm
+from emozoo.train import WeightAverage, update_batchnorm
 from emozoo.workflows import evaluate_model, open_split, resolve_model
 
 
 def soup(models: list[torch.nn.Module]) -> torch.nn.Module:
     """The first model with every floating-point tensor replaced by the mean over ``models``."""
     first = models[0]
-    states = [m.state_dict() for m in models]
-    for state in states[1:]:
-        mismatch = state_dict_mismatch(states[0], state)
+    for model in models[1:]:
+        mismatch = state_dict_mismatch(first.state_dict(), model.state_dict())
         if mismatch:
             raise SystemExit(f"not the same architecture as the first model: {mismatch}")
-    mean = {k: (sum(s[k].float() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
-            for k, v in states[0].items()}
-    first.load_state_dict(mean)
+    mean = WeightAverage(first)
+    for model in models:
+        mean.update(model)
+    mean.apply(first)
     return first
 
 

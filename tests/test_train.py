@@ -398,6 +398,14 @@ def test_swa_saves_the_mean_of_the_last_epochs(fer_csv, tmp_path):
     assert any(not torch.allclose(v, raw[k]) for k, v in params.items())
     bn = next(k for k in saved.state_dict() if k.endswith("running_mean"))
     assert not torch.allclose(saved.state_dict()[bn], raw[bn])  # statistics recounted for the averaged weights
+    # a run killed after its last epoch, before the average was saved, resumes to the same averaged model
+    for name in ("model.safetensors", "config.json"):
+        (tmp_path / "swa" / name).unlink()
+    resumed = cli(*args, "--swa-epochs", 2, "--out", tmp_path / "swa", "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    again = emozoo.create(f"local-dir:{tmp_path / 'swa'}", pretrained=True)
+    for (k, va), vb in zip(saved.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(va, vb), k
 
 
 @pytest.mark.parametrize("name", ["resnet10", "mini_xception", "vgg13"])

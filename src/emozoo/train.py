@@ -285,8 +285,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
             raise errors.ConfigError(f"{out_dir.parent}: the checkpoint was made with another recipe; resume with the "
                                      f"same options or use a new --out folder")
         start_epoch, step, history = meta["epoch"], meta["step"], meta["history"]
-        if swa is not None:
-            swa.load(meta.get("extra_tensors", {}), meta.get("swa_count", 0))
+        if swa is not None:  # one epoch averaged per epoch finished inside the last swa_epochs
+            swa.load(meta.get("extra_tensors", {}), max(0, start_epoch - (recipe.epochs - recipe.swa_epochs)))
         log({"event": "resume", "epoch": start_epoch, "step": step})
     elif (out_dir / CKPT_META).is_file() and dist.main:
         raise errors.ConfigError(f"{out_dir.parent} holds a checkpoint: pass --resume to continue it, or pick a new --out")
@@ -313,12 +313,13 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
                 group["lr"] = lr_at(step)
             with _autocast(device, recipe.amp):
                 logits = ddp(x).float()
-            if distill_loss is not None and teacher is not None:
-                with torch.no_grad(), _autocast(device, recipe.amp):
-                    taught = teacher(x).float()
+            if distill_loss is not None:
+                if teacher is not None:
+                    with torch.no_grad(), _autocast(device, recipe.amp):
+                        taught = teacher(x).float()
+                else:
+                    taught = teacher_logits[idx].to(device)
                 loss = distill_loss(logits, taught, target)
-            elif distill_loss is not None:
-                loss = distill_loss(logits, teacher_logits[idx].to(device), target)
             else:
                 tgt = F.one_hot(target, num_classes).float() if target.ndim == 1 else target.float()
                 if recipe.label_smoothing:
@@ -340,14 +341,11 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         if swa is not None and epoch >= recipe.epochs - recipe.swa_epochs:
             swa.update(model)
         if dist.main:
-            metrics = evaluate(model, val_set, model.config.label_names, num_workers=0) if val_set is not None else {}
-            summary = {k: v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")}
+            metrics, summary = _validate(model, val_set)
             history.append({"epoch": epoch + 1, "step": step, "train": train_stats, "val": summary,
                             "seconds": round(time.time() - t0, 1)})
             meta = {"epoch": epoch + 1, "step": step, "history": history, "recipe": asdict(recipe),
                     "architecture": model.config.architecture, "model_args": model.config.model_args}
-            if swa is not None:
-                meta["swa_count"] = swa.count
             save_checkpoint(out_dir, model, optimizer, meta, extra_tensors=swa.tensors() if swa is not None else None)
             log({"event": "epoch", **history[-1], "epochs": recipe.epochs,
                  "eta_seconds": round((recipe.epochs - epoch - 1) * (time.time() - t0))})
@@ -359,10 +357,15 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
             update_batchnorm(model, (x for x, _, _ in _batches(data, recipe, per_rank, recipe.epochs, dist, device,
                                                                  cached)))
         if dist.main:
-            metrics = evaluate(model, val_set, model.config.label_names, num_workers=0) if val_set is not None else {}
-            summary = {k: v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")}
+            metrics, summary = _validate(model, val_set)
             log({"event": "swa", "epochs_averaged": swa.count, "val": summary, "seconds": round(time.time() - t0, 1)})
     return {"metrics": metrics, "history": history, "steps": step}
+
+
+def _validate(model: nn.Module, val_set: Dataset | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The validation metrics (none without a validation set) and the part of them an epoch's log keeps."""
+    metrics = evaluate(model, val_set, model.config.label_names, num_workers=0) if val_set is not None else {}
+    return metrics, {k: v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")}
 
 
 class WeightAverage:

@@ -320,6 +320,33 @@ def test_fusion_search_over_member_folders_scores_rows_like_eval(fer_csv, tmp_pa
     assert f"{other}: its labels or input spec differ from {dirs[0]}'s" in run.stderr
 
 
+def test_fitted_fusions_script_fits_on_the_holdout_and_scores_the_plain_means_like_eval(fer_csv, tmp_path):
+    torch.manual_seed(0)
+    dirs = [emozoo.save_pretrained(emozoo.create(name, label_names=FER2013_LABELS, **args), tmp_path / name,
+                                   recipe={"holdout": 0.25})
+            for name, args in (("resnet10", {"width": 0.25}), ("mini_xception", {"width": 0.5}))]
+
+    def run_script(*members, out=None):
+        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "fitted_fusions.py"), "--members",
+                               *map(str, members), "--data", str(fer_csv), "--threads", "1",
+                               *(["--out", str(out)] if out else [])], capture_output=True, text=True)
+
+    out = tmp_path / "rows.jsonl"
+    run = run_script(*dirs, out=out)
+    assert run.returncode == 0, run.stderr
+    rows = {r["fusion"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(rows) == ["class_bias", "mean_logit", "mean_prob", "scaled_logit", "temperature_prob"]
+    assert all(r["n"] == 64 and r["accuracy"] == round(r["correct"] / 64, 4) for r in rows.values())
+    members = [emozoo.create(f"local-dir:{d}", pretrained=True) for d in dirs]
+    for fusion in ("mean_logit", "mean_prob"):
+        pair = emozoo.workflows.assemble_ensemble(members, fusion, flip=True)
+        expected = emozoo.workflows.evaluate_model(pair, str(fer_csv), "PublicTest", progress=False)["accuracy"]
+        assert rows[fusion]["accuracy"] == round(expected, 4)
+    bare = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS), tmp_path / "b")
+    run = run_script(dirs[0], bare)
+    assert run.returncode == 1 and "share no training holdout" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_weight_soup_script_scores_the_mean_of_the_weights(fer_csv, tmp_path):
     folders = []
     for seed in (0, 1):

@@ -72,6 +72,16 @@ def test_pretrained_true_works_offline_with_an_empty_cache(tmp_path):
     assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
 
 
+def test_the_shipped_ensembles_members_keep_their_training_holdout_when_unpacked(tmp_path):
+    """So that a learned fusion (or benchmarks/fitted_fusions.py) can be fitted over them again."""
+    result = CliRunner().invoke(build_cli(), ["unpack", "emoxnet.ferplus", "--out", str(tmp_path / "m"), "--json"])
+    assert result.exit_code == 0, result.output
+    paths = json.loads(result.stdout)["members"]
+    assert len(paths) == 4
+    for path in paths:
+        assert json.loads((tmp_path / "m" / path.rsplit("/", 1)[-1] / "config.json").read_text())["recipe"]["holdout"] == 0.05
+
+
 def test_write_repo_mirrors_what_push_would_commit(tmp_path):
     torch.manual_seed(0)
     model = emozoo.create("resnet10", width=0.25)

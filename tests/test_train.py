@@ -476,3 +476,38 @@ def test_teacher_online_matches_cached_outputs_when_nothing_is_augmented(member,
     c = emozoo.create(f"local-dir:{tmp_path / 'aug'}", pretrained=True)
     assert any(not torch.allclose(va.float(), vc.float(), atol=1e-4)
                for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_mix_batch_blends_images_and_targets_with_one_weight():
+    from emozoo.train import mix_batch
+
+    torch.manual_seed(0)
+    target = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0])
+    x = target.float().view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()  # each image's pixels are its class number
+    mixed, soft = mix_batch(x, target, 0.4, 7)
+    assert mixed.shape == x.shape and soft.shape == (8, 7)
+    torch.testing.assert_close(soft.sum(1), torch.ones(8))
+    # the image is the blend its target says: pixel value = sum over classes of weight x class number
+    torch.testing.assert_close(mixed[:, 0, 0, 0], soft @ torch.arange(7.0))
+    assert not torch.equal(mixed, x)
+    votes = torch.softmax(torch.randn(8, 7), 1)  # distributions are blended the same way
+    mixed, soft = mix_batch(x, votes, 0.4, 7)
+    torch.testing.assert_close(soft.sum(1), torch.ones(8))
+
+
+def test_mixup_trains_and_distils_with_the_teacher_online_only(member, fer_csv, tmp_path):
+    result = cli("train", "resnet10", "--model-arg", "width=0.25", "--data", fer_csv, "--epochs", 1, "--limit", 64,
+                 "--val-split", "none", "--mixup", 0.2, *FAST, "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    assert emozoo.create(f"local-dir:{tmp_path / 't'}", pretrained=True).config.recipe["mixup"] == 0.2
+    base = ["distill", "--teacher", member, "--student", "resnet10", "--student-arg", "width=0.25", "--data", fer_csv,
+            "--epochs", 1, "--limit", 64, "--val-split", "none", "--mixup", 0.2, *FAST]
+    result = cli(*base, "--out", tmp_path / "cached")
+    assert result.exit_code == 1 and "--teacher-online" in result.output
+    assert not (tmp_path / "cached" / "checkpoint" / "teacher_logits.safetensors").exists()
+    result = cli(*base, "--teacher-online", "--out", tmp_path / "online")
+    assert result.exit_code == 0, result.output
+    recipe = emozoo.create(f"local-dir:{tmp_path / 'online'}", pretrained=True).config.recipe
+    assert recipe["mixup"] == 0.2 and recipe["teacher_online"] is True
+    result = cli("train", "resnet10", "--data", fer_csv, "--mixup", -1, "--out", tmp_path / "bad")
+    assert result.exit_code == 1 and "mixup must be 0" in result.output

@@ -66,6 +66,10 @@ class Recipe:
     #: Beyer et al. 2022) instead of its outputs on the unaugmented images being computed once and cached;
     #: one teacher forward per step
     teacher_online: bool = False
+    #: mixup (Zhang et al. 2018): each batch is blended with a shuffled copy of itself, ``lam x + (1 - lam) x[perm]``
+    #: with ``lam ~ Beta(mixup, mixup)``, and its targets alike; in distillation the teacher scores the blended
+    #: images ("function matching", Beyer et al. 2022), so it needs ``teacher_online``; 0 = off
+    mixup: float = 0.0
 
     def __post_init__(self):
         checks = [
@@ -79,6 +83,7 @@ class Recipe:
             (0 <= self.swa_epochs <= self.epochs, "swa_epochs must be between 0 and epochs"),
             (self.swa_lr >= 0, "swa_lr must be 0 (keep the cosine schedule) or positive"),
             (self.swa_lr == 0 or self.swa_epochs > 0, "swa_lr needs swa_epochs (the epochs it is held over)"),
+            (self.mixup >= 0, "mixup must be 0 (off) or a positive Beta parameter, e.g. 0.2"),
         ]
         for ok, message in checks:
             if not ok:
@@ -235,6 +240,23 @@ def lr_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def mix_batch(x: torch.Tensor, target: torch.Tensor, alpha: float, num_classes: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup: ``lam x + (1 - lam) x[perm]`` for one ``lam ~ Beta(alpha, alpha)`` per batch and a random
+    permutation of it; the targets (class indices or distributions) become the same blend of distributions."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(len(x), device=x.device)
+    y = F.one_hot(target, num_classes).float() if target.ndim == 1 else target.float()
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+
+
+def check_mixup_teacher(recipe: Recipe, online: bool) -> None:
+    """A :class:`ConfigError` if a distillation recipe mixes batches that its teacher does not score (cached)."""
+    if recipe.mixup and not online:
+        raise errors.ConfigError("recipe: mixup in distillation needs the teacher to score the blended images; "
+                                 "add --teacher-online (cached teacher outputs are of the unblended images)")
+
+
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: Recipe, out_dir: str | Path, *,
         resume: bool = False, log: Callable[[dict], None] | None = None, progress: bool = True,
         teacher_logits: torch.Tensor | None = None, distill_loss: LossFn | None = None,
@@ -252,6 +274,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
     """
     from tqdm.auto import tqdm
 
+    if distill_loss is not None:
+        check_mixup_teacher(recipe, online=teacher is not None)
     out_dir = Path(out_dir) / "checkpoint"
     dist = _Dist()
     device = device_for()
@@ -311,6 +335,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         for x, target, idx in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
+            if recipe.mixup:
+                x, target = mix_batch(x, target, recipe.mixup, num_classes)
             with _autocast(device, recipe.amp):
                 logits = ddp(x).float()
             if distill_loss is not None:

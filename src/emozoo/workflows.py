@@ -23,7 +23,7 @@ from ._registry import DISTILL_LOSSES
 from ._weights import grow_state_dict, save_pretrained, state_dict_mismatch, write_safetensors
 from .data import FER2013_SPLITS, eval_transform, open_dataset, train_transform
 from .metrics import classification_metrics, plot_confusion
-from .train import Recipe, _Dist, device_for, fit, holdout_split, predict_logits
+from .train import Recipe, _Dist, check_mixup_teacher, device_for, fit, holdout_split, predict_logits
 
 Log = Callable[[dict], None]
 
@@ -146,6 +146,7 @@ def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec
         loss_fn = loss_entry.factory(**recipe.distill_args)
     except TypeError as exc:
         raise errors.ConfigError(f"distillation loss {loss_entry.name!r} rejected {recipe.distill_args}: {exc}") from None
+    check_mixup_teacher(recipe, recipe.teacher_online)  # before the teacher's outputs are computed for nothing
     teacher = resolve_model(teacher_spec).eval()
     recipe.teacher = teacher_spec
     labels = teacher.config.label_names

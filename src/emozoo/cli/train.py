@@ -12,8 +12,8 @@ from ..errors import ConfigError
 from . import echo_json
 
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
-                 "target", "augment", "batch_augment", "holdout", "limit", "seed", "swa_epochs", "swa_lr", "num_workers",
-                 "amp")
+                 "target", "augment", "batch_augment", "holdout", "limit", "seed", "swa_epochs", "swa_lr", "mixup",
+                 "num_workers", "amp")
 
 
 def recipe_options(f):
@@ -39,6 +39,9 @@ def recipe_options(f):
                           "averaging; BatchNorm statistics recomputed) [0: off]."),
         click.option("--swa-lr", type=float,
                      help="With --swa-epochs: hold this learning rate over those epochs [0: cosine to the end]."),
+        click.option("--mixup", type=float,
+                     help="Blend each batch with a shuffled copy of itself, weight ~ Beta(A, A), targets alike; in "
+                          "distill the teacher scores the blends (needs --teacher-online) [0: off]."),
         click.option("--num-workers", type=int),
         click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA."),
         click.option("--data", "data_spec", help="Data spec: ferplus, a path, or name:path (see emozoo.data)."),

@@ -5,8 +5,8 @@
 # EmoXNetLite students distilled from that ensemble side by side: ResNet-10 at width 0.5 (the shipped
 # student), ResNet-10 at width 0.75 and mini-Xception at width 3, the shapes that fit the 2 ms latency
 # target on 2 CPU cores (results/ferplus/notes/emoxnetlite.md), and ResNet-10 at width 0.5 again with
-# the teacher scoring every augmented batch, blended by mixup (--teacher-online --mixup 0.2). Augmentation runs on the GPU
-# (--batch-augment), so 16 CPU cores are enough to keep it busy.
+# the teacher scoring every augmented batch, blended by mixup (--teacher-online --mixup 0.2).
+# Augmentation runs on the GPU (--batch-augment), so 16 CPU cores are enough to keep it busy.
 #
 #   bash recipes/gpu_ferplus.sh OUT_DIR
 #

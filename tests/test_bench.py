@@ -367,3 +367,37 @@ def test_weight_soup_script_scores_the_mean_of_the_weights(fer_csv, tmp_path):
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "weight_soup.py"), str(folders[0]), str(other),
                           "--data", str(fer_csv)], capture_output=True, text=True)
     assert run.returncode == 1 and "not the same architecture" in run.stderr
+
+
+def test_bn_recount_script_measures_the_statistics_afresh(fer_csv, tmp_path):
+    torch.manual_seed(0)
+    folder = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS), tmp_path / "m")
+    out, saved = tmp_path / "bn.json", tmp_path / "bn.safetensors"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bn_recount.py"), str(folder), "--data", str(fer_csv),
+                          "--faces", "200", "--threads", "1", "--save", str(saved), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    model = emozoo.create(f"local-dir:{folder}", pretrained=True)
+    before = emozoo.workflows.evaluate_model(model, str(fer_csv), "PublicTest", progress=False)
+    assert result["before"]["accuracy"] == round(before["accuracy"], 4) and result["faces"] == 200
+    # the first BatchNorm's recounted mean is the mean of its input over the 200 faces (one batch)
+    from safetensors.torch import load_file
+    from torch.utils.data import Subset
+    from emozoo.data import eval_transform
+    from emozoo.workflows import open_split
+    train = open_split(str(fer_csv), "Training", eval_transform(model.config.input), model.config.label_names)
+    faces = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:200].tolist()
+    x = torch.stack([train[i][0] for i in faces])
+    name, bn = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d))
+    seen = []
+    handle = bn.register_forward_hook(lambda m, inp, o: seen.append(inp[0]))
+    with torch.no_grad():
+        model.eval()(x)
+    handle.remove()
+    recounted = load_file(str(saved))
+    assert torch.allclose(recounted[f"{name}.running_mean"], seen[0].mean(dim=(0, 2, 3)), atol=1e-5)
+    assert not torch.allclose(recounted[f"{name}.running_mean"], bn.running_mean)
+    model.load_state_dict(recounted)
+    after = emozoo.workflows.evaluate_model(model, str(fer_csv), "PublicTest", progress=False)
+    assert result["after"]["accuracy"] == round(after["accuracy"], 4)

@@ -401,3 +401,25 @@ def test_bn_recount_script_measures_the_statistics_afresh(fer_csv, tmp_path):
     model.load_state_dict(recounted)
     after = emozoo.workflows.evaluate_model(model, str(fer_csv), "PublicTest", progress=False)
     assert result["after"]["accuracy"] == round(after["accuracy"], 4)
+
+
+def test_bn_recount_script_recounts_only_the_chosen_members(fer_csv, tmp_path):
+    torch.manual_seed(0)
+    model = emozoo.create("emoxnet", members=[("resnet10", {"width": 0.25}), ("mini_xception", {"width": 0.5})],
+                          flip=True, label_names=FER2013_LABELS)
+    folder = emozoo.save_pretrained(model, tmp_path / "ens")
+    saved = tmp_path / "bn.safetensors"
+
+    def recount(*args):
+        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "bn_recount.py"), str(folder), "--data",
+                               str(fer_csv), "--faces", "64", "--threads", "1", *args], capture_output=True, text=True)
+
+    run = recount("--members", "1", "--save", str(saved))
+    assert run.returncode == 0, run.stderr
+    from safetensors.torch import load_file
+    recounted, trained = load_file(str(saved)), model.state_dict()
+    stats = [k for k in trained if k.endswith("running_mean")]
+    assert all(torch.equal(recounted[k], trained[k]) for k in stats if k.startswith("members.0."))
+    assert not any(torch.equal(recounted[k], trained[k]) for k in stats if k.startswith("members.1."))
+    run = recount("--members", "2")
+    assert run.returncode == 1 and "has members 0-1, not 2" in run.stderr and "Traceback" not in run.stderr

@@ -1,7 +1,7 @@
 """BatchNorm recount ("precise BN"): does a model score higher once its BatchNorm statistics are measured
 afresh over the training faces instead of the running averages training left behind?
 
-    python benchmarks/bn_recount.py emoxnetlite.ferplus --aug clean --out results/ferplus/bn_recount_lite_clean.json
+    python benchmarks/bn_recount.py emoxnetlite.ferplus --aug clean --save recounted.safetensors
     python benchmarks/bn_recount.py emoxnet.ferplus --aug default --flip 1
 
 Scores the model on FER+ PublicTest (with ``--members``' accuracies for an ensemble), resets every
@@ -28,6 +28,14 @@ from emozoo.train import update_batchnorm
 from emozoo.workflows import evaluate_model, open_split, resolve_model
 
 
+def member_list(text: str) -> list[int]:
+    """``--members 0,3`` -> [0, 3]."""
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated member numbers, e.g. 2 or 0,3, not {text!r}") from None
+
+
 def score(model, data: str, split: str) -> dict:
     r = evaluate_model(model, data, split, progress=False)
     return {"accuracy": round(r["accuracy"], 4), "correct": round(r["accuracy"] * r["n"]), "n": r["n"],
@@ -43,10 +51,12 @@ def main() -> None:
     ap.add_argument("--data", default="ferplus")
     ap.add_argument("--split", default="PublicTest")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--members", help="an ensemble's members to recount, e.g. 2 or 0,3 [all]")
+    ap.add_argument("--members", type=member_list, help="an ensemble's members to recount, e.g. 2 or 0,3 [all]")
     ap.add_argument("--save", help="write the recounted weights here (safetensors)")
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()
+    if args.faces < 0:
+        ap.error(f"--faces must be 0 (all) or a positive number, not {args.faces}")
     torch.set_num_threads(args.threads)
     start = time.time()
 
@@ -65,11 +75,13 @@ def main() -> None:
         else:  # each chosen member alone, on the batches it sees inside the ensemble (face and mirror with flip)
             if not hasattr(model, "members"):
                 raise SystemExit(f"--members needs an ensemble; {args.model} is a single network")
-            chosen = [int(i) for i in args.members.split(",")]
+            chosen = args.members
             if not all(0 <= i < len(model.members) for i in chosen):
-                raise SystemExit(f"--members: {args.model} has members 0-{len(model.members) - 1}, not {args.members}")
+                raise SystemExit(f"--members: {args.model} has members 0-{len(model.members) - 1}, not "
+                                 f"{','.join(map(str, chosen))}")
+            batches = [x for x, _ in loader]  # loaded (and augmented) once, so that every member sees the same draws
             for i in chosen:
-                update_batchnorm(model.members[i], (torch.cat([x, x.flip(-1)]) if model.flip else x for x, _ in loader))
+                update_batchnorm(model.members[i], (torch.cat([x, x.flip(-1)]) if model.flip else x for x in batches))
             result["members_recounted"] = chosen
     result["faces"] = len(faces)
     result["after"] = score(model, args.data, args.split)

@@ -423,3 +423,7 @@ def test_bn_recount_script_recounts_only_the_chosen_members(fer_csv, tmp_path):
     assert not any(torch.equal(recounted[k], trained[k]) for k in stats if k.startswith("members.1."))
     run = recount("--members", "2")
     assert run.returncode == 1 and "has members 0-1, not 2" in run.stderr and "Traceback" not in run.stderr
+    run = recount("--members", "0,x")
+    assert run.returncode == 2 and "member numbers, e.g. 2 or 0,3, not '0,x'" in run.stderr and "Traceback" not in run.stderr
+    run = recount("--faces", "-1")
+    assert run.returncode == 2 and "--faces must be 0 (all) or a positive number" in run.stderr

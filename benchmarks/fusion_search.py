@@ -4,10 +4,16 @@ test-time flip, scored on FER+ PublicTest; member outputs are computed once per 
     emozoo ensemble M1 M2 ... --fusion learned_weights --flip --out runs/emoxnet.v2
     python benchmarks/fusion_search.py runs/emoxnet.v2 --out results/ferplus/fusion_search_PublicTest.jsonl
     python benchmarks/fusion_search.py --members runs/m1 runs/m2 runs/m3 --fusions mean_logit --flip on
+    python benchmarks/fusion_search.py --members runs/m1 runs/m2 runs/m3 --fusions mean_logit --flip on --holdout
 
 Learned fusions are fitted exactly as ``emozoo ensemble`` fits them (the members' shared training holdout,
 ``fit_fusion_on_outputs``, 30 epochs), so each row equals what ``emozoo ensemble SUBSET --fusion F [--flip]``
 reports for that subset.
+
+A row picked as the best of many on PublicTest is flattered by the picking. ``--holdout`` scores the same rows on
+the members' shared training holdout instead (the faces every member kept aside, with their majority labels as on
+PublicTest): a second split that none of the members trained on and the search did not choose on. Learned fusions
+are fitted on that holdout, so only the plain means are searched with it.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ def main() -> None:
                     help="member folders to search instead of a saved ensemble")
     ap.add_argument("--data", default="ferplus")
     ap.add_argument("--split", default="PublicTest")
+    ap.add_argument("--holdout", action="store_true",
+                    help="score on the members' shared training holdout instead of --split (plain means only)")
     ap.add_argument("--fusions", default=",".join(FUSIONS), help=f"comma-separated, from {','.join(FUSIONS)}")
     ap.add_argument("--flip", choices=["both", "on", "off"], default="both", help="test-time flip settings to try")
     ap.add_argument("--fit-epochs", type=int, default=30)
@@ -56,18 +64,25 @@ def main() -> None:
     if unknown:
         ap.error(f"--fusions: unknown {', '.join(sorted(unknown))}; choose from {','.join(FUSIONS)}")
     fusions = [f for f in FUSIONS if f in args.fusions.split(",")]
+    if args.holdout and set(fusions) - {"mean_prob", "mean_logit"}:
+        ap.error("--holdout scores on the faces a learned fusion is fitted on; search --fusions mean_prob,mean_logit")
     torch.set_num_threads(args.threads)
     model, holdout, labels = load_members(args.ensemble, args.members)
     model.eval()
     config, names = model.config, model.member_names
     learned = any(f not in ("mean_prob", "mean_logit") for f in fusions)
-    if learned and not holdout:
-        raise SystemExit("the members share no training holdout in their recipes; a learned fusion cannot be fitted "
-                         "(search --fusions mean_prob,mean_logit)")
+    if (learned or args.holdout) and not holdout:
+        raise SystemExit("the members share no training holdout in their recipes; "
+                         + ("--holdout has nothing to score on" if args.holdout else
+                            "a learned fusion cannot be fitted (search --fusions mean_prob,mean_logit)"))
     if learned:
         fit = open_split(args.data, "Training", eval_transform(config.input), config.label_names, soft=True)
         fit = Subset(fit, holdout_split(len(fit), holdout)[1])
-    val = open_split(args.data, args.split, eval_transform(config.input), config.label_names)
+    if args.holdout:  # majority labels, as on PublicTest; the same faces as the soft-target holdout above
+        val = open_split(args.data, "Training", eval_transform(config.input), config.label_names)
+        val, split = Subset(val, holdout_split(len(val), holdout)[1]), f"Training holdout ({holdout:g})"
+    else:
+        val, split = open_split(args.data, args.split, eval_transform(config.input), config.label_names), args.split
     rows = []
     for flip in {"both": (False, True), "on": (True,), "off": (False,)}[args.flip]:
         model.flip = flip
@@ -85,7 +100,7 @@ def main() -> None:
                     with torch.no_grad():
                         accuracy = (module(vl[pick], [vf[i] for i in pick]).argmax(1) == vt).float().mean().item()
                     rows.append({"members": [labels[i] for i in pick], "fusion": fusion, "flip": flip,
-                                 "accuracy": round(accuracy, 4), "n": len(vt)})
+                                 "accuracy": round(accuracy, 4), "n": len(vt), "split": split})
                     print(json.dumps(rows[-1]), flush=True)
     if args.out:
         with open(args.out, "w") as f:

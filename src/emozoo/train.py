@@ -369,7 +369,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         if dist.main:
             metrics, summary = _validate(model, val_set)
             history.append({"epoch": epoch + 1, "step": step, "train": train_stats, "val": summary,
-                            "seconds": round(time.time() - t0, 1)})
+                            "seconds": round(time.time() - t0, 3)})
             meta = {"epoch": epoch + 1, "step": step, "history": history, "recipe": asdict(recipe),
                     "architecture": model.config.architecture, "model_args": model.config.model_args}
             save_checkpoint(out_dir, model, optimizer, meta, extra_tensors=swa.tensors() if swa is not None else None)

@@ -349,7 +349,7 @@ def test_fusion_search_holdout_scores_the_faces_every_member_kept_aside(fer_csv,
     from torch.utils.data import Subset
 
     from emozoo.data.transforms import eval_transform
-    from emozoo.train import holdout_split
+    from emozoo.train import holdout_split, preload
 
     dirs = _two_members(tmp_path, recipe={"holdout": 0.25})
 
@@ -365,9 +365,7 @@ def test_fusion_search_holdout_scores_the_faces_every_member_kept_aside(fer_csv,
     members = [emozoo.create(f"local-dir:{d}", pretrained=True).eval() for d in dirs]
     data = emozoo.workflows.open_split(str(fer_csv), "Training", eval_transform(members[0].config.input),
                                        list(FER2013_LABELS))
-    held = Subset(data, holdout_split(len(data), 0.25)[1])
-    x = torch.stack([held[i][0] for i in range(len(held))])
-    y = torch.tensor([held[i][1] for i in range(len(held))])
+    x, y = preload(Subset(data, holdout_split(len(data), 0.25)[1]))
     with torch.no_grad():
         probs = sum(m(x).softmax(-1) for m in members) / 2
     assert rows[2]["accuracy"] == round((probs.argmax(1) == y).float().mean().item(), 4)

@@ -22,12 +22,10 @@ import json
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Subset
 
 from emozoo.data.transforms import eval_transform
 from emozoo.errors import EmozooError
-from emozoo.train import holdout_split
-from emozoo.workflows import _member_outputs, open_split
+from emozoo.workflows import _member_outputs, open_holdout, open_split
 from fusion_search import load_members
 
 
@@ -83,8 +81,7 @@ def main() -> None:
     model.eval()
     model.flip = True
     config = model.config
-    fit_set = open_split(args.data, "Training", eval_transform(config.input), config.label_names, soft=True)
-    fit_set = Subset(fit_set, holdout_split(len(fit_set), holdout)[1])
+    fit_set = open_holdout(args.data, "Training", holdout, eval_transform(config.input), config.label_names, soft=True)
     val = open_split(args.data, args.split, eval_transform(config.input), config.label_names)
     vl, _, vt = _member_outputs(model, val, True)
     fl, _, ft = _member_outputs(model, fit_set, True)

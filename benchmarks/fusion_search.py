@@ -22,14 +22,12 @@ import itertools
 import json
 
 import torch
-from torch.utils.data import Subset
-
 import emozoo
 from emozoo._models import build_fusion
 from emozoo.data.transforms import eval_transform
 from emozoo.errors import EmozooError
-from emozoo.train import holdout_split
-from emozoo.workflows import _member_outputs, assemble_ensemble, fit_fusion_on_outputs, open_split, shared_holdout
+from emozoo.workflows import (_member_outputs, assemble_ensemble, fit_fusion_on_outputs, open_holdout, open_split,
+                              shared_holdout)
 
 FUSIONS = ("mean_prob", "mean_logit", "learned_weights")
 
@@ -64,23 +62,22 @@ def main() -> None:
     if unknown:
         ap.error(f"--fusions: unknown {', '.join(sorted(unknown))}; choose from {','.join(FUSIONS)}")
     fusions = [f for f in FUSIONS if f in args.fusions.split(",")]
-    if args.holdout and set(fusions) - {"mean_prob", "mean_logit"}:
+    learned = any(f not in ("mean_prob", "mean_logit") for f in fusions)
+    if args.holdout and learned:
         ap.error("--holdout scores on the faces a learned fusion is fitted on; search --fusions mean_prob,mean_logit")
     torch.set_num_threads(args.threads)
     model, holdout, labels = load_members(args.ensemble, args.members)
     model.eval()
     config, names = model.config, model.member_names
-    learned = any(f not in ("mean_prob", "mean_logit") for f in fusions)
     if (learned or args.holdout) and not holdout:
         raise SystemExit("the members share no training holdout in their recipes; "
                          + ("--holdout has nothing to score on" if args.holdout else
                             "a learned fusion cannot be fitted (search --fusions mean_prob,mean_logit)"))
     if learned:
-        fit = open_split(args.data, "Training", eval_transform(config.input), config.label_names, soft=True)
-        fit = Subset(fit, holdout_split(len(fit), holdout)[1])
-    if args.holdout:  # majority labels, as on PublicTest; the same faces as the soft-target holdout above
-        val = open_split(args.data, "Training", eval_transform(config.input), config.label_names)
-        val, split = Subset(val, holdout_split(len(val), holdout)[1]), f"Training holdout ({holdout:g})"
+        fit = open_holdout(args.data, "Training", holdout, eval_transform(config.input), config.label_names, soft=True)
+    if args.holdout:  # majority labels, as on PublicTest
+        val = open_holdout(args.data, "Training", holdout, eval_transform(config.input), config.label_names)
+        split = f"Training holdout ({holdout:g})"
     else:
         val, split = open_split(args.data, args.split, eval_transform(config.input), config.label_names), args.split
     rows = []

@@ -47,6 +47,12 @@ def open_split(spec: str, split: str, transform=None, label_names=None, soft: bo
     return open_dataset(spec, split, **kwargs)
 
 
+def open_holdout(spec: str, split: str, fraction: float, transform=None, label_names=None, soft: bool = False):
+    """The part of ``split`` that members trained with ``--holdout fraction`` kept aside (the same faces for all)."""
+    data = open_split(spec, split, transform, label_names, soft=soft)
+    return Subset(data, holdout_split(len(data), fraction)[1])
+
+
 def default_val_split(train_split: str, val_split: str | None) -> str | None:
     if val_split:
         return None if val_split == "none" else val_split
@@ -262,10 +268,9 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
                 f"fusion {fusion!r} must be fitted on data the members never saw, but the members were trained "
                 f"with holdout fractions {sorted(set(member_holdouts))}. "
                 "Train every member with the same --holdout (e.g. 0.05), or use mean_prob / mean_logit / majority_vote.")
-        data = open_split(data_spec, fit_split, eval_transform(first.input), first.label_names, soft=True)
-        _, held = holdout_split(len(data), holdout)
+        held = open_holdout(data_spec, fit_split, holdout, eval_transform(first.input), first.label_names, soft=True)
         recipe.update(fit_split=fit_split, holdout=holdout, fit_epochs=fit_epochs, fit_images=len(held))
-        fit_fusion(model, Subset(data, held), fit_epochs, progress)
+        fit_fusion(model, held, fit_epochs, progress)
     val_split = default_val_split(fit_split, val_split)
     metrics = {}
     if val_split:

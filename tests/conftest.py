@@ -18,13 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def plugin():
-    """Register plugin objects for one test: ``plugin(obj, name)``; all are removed afterwards."""
+    """Register plugin objects for one test: ``plugin(obj, name, distribution=None)`` (the distribution as if
+    installed from that pip package); all are removed afterwards."""
     from emozoo.plugins import register_plugin, unregister_plugin
 
     names = []
 
-    def add(obj, name):
-        register_plugin(obj, name)
+    def add(obj, name, distribution=None):
+        register_plugin(obj, name, distribution=distribution)
         names.append(name)
         return obj
 

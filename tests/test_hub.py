@@ -18,7 +18,7 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 import emozoo
-from emozoo._hub import push_to_hub
+from emozoo._publish import push_to_hub
 from emozoo.cli import build_cli
 from emozoo.plugins import plugin_info, unregister_plugin
 from olah_server import FaultyProxy, OlahHub, free_port
@@ -363,9 +363,7 @@ class TinyPlugin:
 
 
 def test_a_model_from_a_missing_plugin_names_the_package_to_install(olah, hf, hub_api, plugin, monkeypatch, tmp_path):
-    plugin(TinyPlugin(), "hubtiny_plugin")
-    info = next(p for p in plugin_info() if p.name == "hubtiny_plugin")
-    monkeypatch.setattr(info, "distribution", "emozoo-hubtiny")  # as if installed from that distribution
+    plugin(TinyPlugin(), "hubtiny_plugin", distribution="emozoo-hubtiny")
     model = emozoo.create("emoxnet", members=["hubtiny", ("resnet10", {"width": 0.25})])
     folder = saved(model, tmp_path / "m")
     assert json.loads((folder / "config.json").read_text())["requires"] == {"backbone hubtiny": "emozoo-hubtiny"}

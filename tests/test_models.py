@@ -8,13 +8,13 @@ import torch
 
 import emozoo
 from emozoo._checkpoint import save_checkpoint
-from emozoo._registry import BACKBONES, DISTILL_LOSSES, FUSIONS
+from emozoo._registry import DISTILL_LOSSES
 
 SHAPES = [(1, 48, 48), (3, 112, 112)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", BACKBONES.names())
+@pytest.mark.parametrize("name", emozoo.list_backbones())
 def test_every_backbone_forward_backward(name, shape):
     torch.manual_seed(0)
     model = emozoo.create(name, in_chans=shape[0], input_size=shape[1:])
@@ -30,7 +30,7 @@ def test_every_backbone_forward_backward(name, shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("fusion", FUSIONS.names())
+@pytest.mark.parametrize("fusion", emozoo.list_fusions())
 def test_every_fusion_in_an_ensemble_forward_backward(fusion, shape):
     model = emozoo.create("emoxnet", members=["mini_xception", "resnet10", ("mini_xception", {"width": 1.0})],
                           fusion=fusion, in_chans=shape[0], input_size=shape[1:])
@@ -45,7 +45,7 @@ def test_every_fusion_in_an_ensemble_forward_backward(fusion, shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("loss_name", DISTILL_LOSSES.names())
+@pytest.mark.parametrize("loss_name", emozoo.list_distill_losses())
 def test_every_distill_loss_trains_a_student(loss_name, shape):
     torch.manual_seed(0)
     teacher = emozoo.create("emoxnet", members=["mini_xception", "resnet10"], in_chans=shape[0], input_size=shape[1:])

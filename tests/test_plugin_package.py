@@ -23,8 +23,9 @@ def run_python(env, code):
 def test_installed_plugin_is_discovered_and_works_in_an_emoxnet(installed):
     out = run_python(installed, """
         import json, torch, emozoo
-        from emozoo._registry import BACKBONES, FUSIONS, DISTILL_LOSSES
-        owners = [BACKBONES.get("squeezenet").owner, FUSIONS.get("geometric_mean").owner,
+        from emozoo._registry import ARCHITECTURES, FUSIONS, DISTILL_LOSSES
+        emozoo.load_plugins()
+        owners = [ARCHITECTURES.get("squeezenet").owner, FUSIONS.get("geometric_mean").owner,
                   DISTILL_LOSSES.get("logit_mse").owner]
         teacher = emozoo.create("emoxnet", members=["squeezenet", "mini_xception"], fusion="geometric_mean")
         student = emozoo.create("emoxnetlite", student="squeezenet")

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,21 +13,23 @@ from click.testing import CliRunner
 from huggingface_hub import ModelCard
 
 import emozoo
-from emozoo._hub import write_repo
-from emozoo._pretrained import PRETRAINED, SHIPPED_DIR
+from emozoo._pretrained import published
+from emozoo._publish import write_repo
 from emozoo.cli import build_cli
 from emozoo.data import DEFAULT_FERPLUS_NPZ
 
-SHIPPED = sorted(PRETRAINED)
+SHIPPED = emozoo.list_models(pretrained=True)
+SHIPPED_DIR = Path(emozoo.__file__).parent / "weights"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_published_name_is_shipped_in_the_layout_of_its_hub_repo(name):
-    cfg = PRETRAINED[name]
+    cfg = published()[name]
     folder = SHIPPED_DIR / name
+    assert cfg.is_shipped() and Path(cfg.folder) == folder and cfg.hf_hub_id == f"emozoo/{name}"
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["name"] == name and config["architecture"] == cfg.architecture
+    assert config["name"] == name and config["architecture"] == name.partition(".")[0]
     assert config["weights_sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     assert config["label_names"] == list(emozoo.FERPLUS_LABELS)
     assert config["license"] and config["dataset"].startswith("ferplus")

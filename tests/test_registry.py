@@ -8,7 +8,7 @@ from torch import nn
 
 import emozoo
 from emozoo import hookspecs, plugins
-from emozoo._registry import BACKBONES, DISTILL_LOSSES, FACE_DETECTORS, FUSIONS
+from emozoo._registry import ARCHITECTURES, DISTILL_LOSSES, FACE_DETECTORS, FUSIONS
 
 
 class TinyNet(emozoo.BackboneBase):
@@ -36,7 +36,7 @@ def test_builtins_are_registered_through_the_hooks():
     assert set(names["emozoo.builtins.distill"].registered["distillation loss"]) >= {"kd", "kd_smooth", "dist"}
     assert set(names["emozoo.builtins.detectors"].registered["face detector"]) == {"haar", "full"}
     for name in ("resnet18", "vgg13"):
-        assert BACKBONES.get(name).owner == "emozoo.builtins.backbones"
+        assert ARCHITECTURES.get(name).owner == "emozoo.builtins.backbones"
 
 
 def test_importing_emozoo_loads_no_plugins():
@@ -55,8 +55,8 @@ def test_register_backbone_call_and_decorator(user_registrations):
     def make(num_classes=8, in_chans=1):
         return TinyNet(num_classes, in_chans)
 
-    assert BACKBONES.get("tiny_call").owner == "user"
-    assert BACKBONES.get("tiny_deco").description == "decorated"
+    assert ARCHITECTURES.get("tiny_call").owner == "user"
+    assert ARCHITECTURES.get("tiny_deco").description == "decorated"
     assert "tiny_deco" in emozoo.list_models("tiny*")
     model = emozoo.create("emoxnet", members=["tiny_call", "tiny_deco", "mini_xception"], fusion="mean_prob")
     assert model(torch.randn(2, 1, 48, 48)).shape == (2, 8)
@@ -76,12 +76,12 @@ def test_duplicate_from_a_plugin_is_refused_and_rolled_back(plugin):
 
     with pytest.raises(emozoo.DuplicateNameError, match="'vgg13'.*emozoo.builtins.backbones.*clash"):
         plugin(Clash(), "clash")
-    assert "clash_ok" not in BACKBONES  # nothing of the failed plugin stays registered
-    assert BACKBONES.get("vgg13").owner == "emozoo.builtins.backbones"
+    assert "clash_ok" not in ARCHITECTURES  # nothing of the failed plugin stays registered
+    assert ARCHITECTURES.get("vgg13").owner == "emozoo.builtins.backbones"
 
 
 @pytest.mark.parametrize("registry,error,name", [
-    (BACKBONES, emozoo.UnknownBackboneError, "resnet19"),
+    (ARCHITECTURES, emozoo.UnknownModelError, "resnet19"),
     (FUSIONS, emozoo.UnknownFusionError, "mean_probs"),
     (DISTILL_LOSSES, emozoo.UnknownDistillLossError, "kd_smoth"),
     (FACE_DETECTORS, emozoo.UnknownFaceDetectorError, "hair"),
@@ -95,7 +95,7 @@ def test_unknown_names_list_close_matches(registry, error, name):
 
 
 def test_invalid_names_and_factories_are_refused(user_registrations):
-    with pytest.raises(emozoo.PluginError, match="invalid backbone name"):
+    with pytest.raises(emozoo.PluginError, match="invalid model name"):
         emozoo.register_backbone("bad.name", TinyNet)
     with pytest.raises(emozoo.PluginError, match="not callable"):
         emozoo.register_backbone("notcallable", 3)
@@ -141,7 +141,7 @@ def test_entry_point_that_fails_to_import_is_skipped(monkeypatch):
             plugins.load_plugins()
         info = {i.name: i for i in plugins.plugin_info()}
         assert "failed to import" in info["broken_ep"].error
-        assert "resnet18" in BACKBONES
+        assert "resnet18" in ARCHITECTURES
     finally:
         monkeypatch.setenv("EMOZOO_LOAD_PLUGINS", "")
         plugins._reset_for_tests()
@@ -167,7 +167,7 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) 
 
 
 def test_every_hookspec_is_documented_and_tested():
-    assert set(HOOKS) == {"register_backbones", "register_fusions", "register_distill_losses",
+    assert set(HOOKS) == {"register_backbones", "register_architectures", "register_fusions", "register_distill_losses",
                           "register_face_detectors", "register_commands"}
     for name in HOOKS:
         doc = inspect.getdoc(getattr(hookspecs, name))
@@ -182,8 +182,60 @@ def test_hook_register_backbones(plugin):
             register("hooktiny", TinyNet)
 
     plugin(P(), "p_backbones")
-    assert BACKBONES.get("hooktiny").owner == "p_backbones"
+    assert ARCHITECTURES.get("hooktiny").owner == "p_backbones"
     assert emozoo.create("hooktiny")(torch.randn(1, 1, 48, 48)).shape == (1, 8)
+
+
+def test_hook_register_architectures(plugin, tmp_path):
+    """A plugin's architecture declares its input, labels, flip, card text and published weights, as the
+    built-in EmoXNet and EmoXNetLite do; nothing outside its own module names it."""
+
+    class Wrapped(nn.Module):
+        def __init__(self, num_classes=3, in_chans=3):
+            super().__init__()
+            self.net = TinyNet(num_classes, in_chans)
+
+        def forward(self, x):
+            return self.net(x)
+
+    cfg = emozoo.ArchitectureCfg(
+        backbone=False, input=emozoo.InputSpec(in_chans=3, size=(32, 32)), label_names=("calm", "joy", "anger"),
+        describe=lambda config: "A wrapped tiny network", card_tags=("wrapped",),
+        pretrained={"demo": emozoo.PretrainedCfg(folder=tmp_path / "wrapped.demo")})
+
+    class P:
+        @emozoo.hookimpl
+        def register_architectures(self, register):
+            register("wrapped", Wrapped, cfg=cfg)
+
+    plugin(P(), "p_arch", distribution="emozoo-wrapped")
+    assert "wrapped" in emozoo.list_models() and "wrapped" not in emozoo.list_backbones()
+    assert "wrapped.demo" in emozoo.list_models(pretrained=True)
+    model = emozoo.create("wrapped")
+    assert model.config.label_names == ("calm", "joy", "anger") and model.config.input.shape == (3, 32, 32)
+    with pytest.raises(emozoo.ConfigError, match="flip= is an option of emoxnet and emoxnetlite, not of 'wrapped'"):
+        emozoo.create("wrapped", flip=True)
+    with pytest.raises(emozoo.ConfigError, match="'wrapped' is not a backbone"):
+        emozoo.create("emoxnet", members=["wrapped"])
+    with pytest.raises(emozoo.WeightsError, match="wrapped.demo.*no config.json"):
+        emozoo.create("wrapped", pretrained=True)  # the tag's folder is still empty
+    emozoo.save_pretrained(model, tmp_path / "wrapped.demo", name="wrapped.demo")
+    loaded = emozoo.create("wrapped", pretrained=True).eval()
+    assert loaded.config.name == "wrapped.demo" and loaded.weights_origin == "shipped with emozoo-wrapped"
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model.eval()(x))
+    assert loaded.config.requires == {"model wrapped": "emozoo-wrapped"}
+
+
+def test_architecture_fields_are_checked_when_registered(plugin):
+    class P:
+        @emozoo.hookimpl
+        def register_backbones(self, register):
+            register("badcfg", TinyNet, pretrianed={})
+
+    with pytest.raises(emozoo.PluginError, match=r"unknown field\(s\) \['pretrianed'\]"):
+        plugin(P(), "p_badcfg")
+    assert "badcfg" not in emozoo.list_models()
 
 
 def test_hook_register_fusions(plugin):

@@ -8,32 +8,40 @@ Quick start::
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from ._backbone import BackboneBase, TimmBackbone
-from ._builder import create, face_transform, list_models
+from ._builder import create, list_models
 from ._config import FERPLUS_LABELS, InputSpec, ModelConfig
-from ._hub import push_to_hub
-from ._models import EmoXNet
-from ._profile import count_macs, count_params
-from ._weights import load_weights, save_pretrained
-from ._detectors import Face, create_detector, list_detectors
+from ._detectors import Face, create_detector, list_detectors, register_face_detector
+from ._models import ArchitectureCfg, PretrainedCfg
 from ._predict import Prediction, Predictor, iter_predict, predict
-from ._registry import register_backbone, register_distill_loss, register_face_detector, register_fusion
+from ._profile import count_macs, count_params
+from ._publish import pull, push_to_hub
+from ._version import __version__
+from ._weights import load_weights, save_pretrained
+from .builtins.emoxnet import EmoXNet
+from .builtins.fusion import Fusion
+from .data.transforms import face_transform
 from .errors import (ConfigError, DataError, DuplicateNameError, EmozooError, ExportError, PluginError,
                      UnknownBackboneError, UnknownDistillLossError, UnknownFaceDetectorError, UnknownFusionError,
                      UnknownModelError, UnknownNameError, WeightsError)
 from .hookspecs import hookimpl
-from .plugins import load_plugins
+from .plugins import (list_backbones, list_distill_losses, list_fusions, load_plugins, register_backbone,
+                      register_distill_loss, register_fusion)
 
 __all__ = [
-    "create", "list_models", "face_transform", "push_to_hub", "save_pretrained", "load_weights", "ModelConfig", "InputSpec", "FERPLUS_LABELS",
-    "EmoXNet", "count_macs", "count_params",
-    "BackboneBase", "TimmBackbone", "register_backbone", "register_fusion", "register_distill_loss",
-    "hookimpl", "load_plugins",
+    "__version__",
+    # models: create, list, save, publish
+    "create", "list_models", "list_backbones", "list_fusions", "list_distill_losses", "face_transform",
+    "save_pretrained", "load_weights", "push_to_hub", "pull", "ModelConfig", "InputSpec", "FERPLUS_LABELS",
+    "ArchitectureCfg", "PretrainedCfg", "EmoXNet", "Fusion", "BackboneBase", "TimmBackbone",
+    "count_macs", "count_params",
+    # plugins
+    "register_backbone", "register_fusion", "register_distill_loss", "register_face_detector", "hookimpl",
+    "load_plugins",
+    # inference
     "predict", "iter_predict", "Predictor", "Prediction", "Face", "create_detector", "list_detectors",
-    "register_face_detector", "UnknownFaceDetectorError",
+    # errors
     "EmozooError", "UnknownNameError", "UnknownModelError", "UnknownBackboneError", "UnknownFusionError",
-    "UnknownDistillLossError", "DuplicateNameError", "PluginError", "ConfigError", "WeightsError",
-    "DataError", "ExportError",
+    "UnknownDistillLossError", "UnknownFaceDetectorError", "DuplicateNameError", "PluginError", "ConfigError",
+    "WeightsError", "DataError", "ExportError",
 ]

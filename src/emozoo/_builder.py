@@ -1,21 +1,31 @@
-"""``create()`` and ``list_models()``: the timm-style front door of the zoo."""
+"""``create()`` and ``list_models()``: the timm-style front door of the zoo, and its one loader.
+
+Every way of naming a model goes through :func:`create`: an architecture, ``arch.tag`` weights, a
+folder written by :func:`emozoo.save_pretrained` (a path, ``pathlib.Path`` or ``local-dir:PATH``),
+``hf-hub:ORG/NAME[@REV]`` and ``timm/<name>``. A model's ``config.json`` is parsed once and its
+weights hashed once per call.
+"""
 from __future__ import annotations
 
 import fnmatch
+import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from torch import nn
 
 from . import _hub, errors
-from ._config import FERPLUS_LABELS, InputSpec, ModelConfig, WEIGHTS_NAME
-from ._models import FLIP_ARCHITECTURES, TIMM_PREFIX, build_architecture, normalized_model_args
-from ._pretrained import PRETRAINED, default_tag, resolve
-from ._registry import BACKBONES, natural_key
-from ._weights import load_weights
+from ._config import FERPLUS_LABELS, WEIGHTS_NAME, InputSpec, ModelConfig
+from ._models import TIMM_PREFIX, ArchitectureCfg, architecture_cfg, build_architecture
+from ._pretrained import published, resolve
+from ._registry import ARCHITECTURES, natural_key
+from ._weights import read_weights, sha256_file, state_dict_mismatch
+from .plugins import load_plugins
 
-ENSEMBLE_ARCHS = ("emoxnet", "emoxnetlite")
 LOCAL_PREFIX, HUB_PREFIX = "local-dir:", _hub.HUB_PREFIX
+log = logging.getLogger("emozoo")
 
 
 def list_models(pattern: str | Sequence[str] = "*", pretrained: bool = False,
@@ -25,7 +35,8 @@ def list_models(pattern: str | Sequence[str] = "*", pretrained: bool = False,
     With ``pretrained=True`` the names of published weights (``arch.tag``) are listed instead of
     architectures. ``timm/<name>`` also works in :func:`create` but is not listed here.
     """
-    names = list(PRETRAINED) if pretrained else [*ENSEMBLE_ARCHS, *BACKBONES.names()]
+    load_plugins()
+    names = list(published()) if pretrained else ARCHITECTURES.names()
     include = [pattern] if isinstance(pattern, str) else list(pattern)
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     return sorted((n for n in names if any(fnmatch.fnmatch(n, p) for p in include)
@@ -33,38 +44,47 @@ def list_models(pattern: str | Sequence[str] = "*", pretrained: bool = False,
 
 
 def _known_names() -> list[str]:
-    return [*list_models(), *PRETRAINED]
+    return [*list_models(), *published()]
 
 
-def model_spec(spec: str) -> str:
-    """``spec`` with a bare folder path written as ``local-dir:PATH``; any other name is returned unchanged.
+def as_folder(spec: str | os.PathLike) -> Path | None:
+    """The model folder that ``spec`` names, or ``None`` when it names a model, weights or a Hub repo.
 
-    A spec with a path separator (other than ``timm/<name>``) is a folder even when it does not exist,
-    so that a mistyped path is reported as a missing folder rather than as an unknown model.
+    A ``pathlib.Path``, ``local-dir:PATH``, a name with a path separator (other than ``timm/<name>``),
+    one starting with ``.`` or ``~``, or an existing folder is a folder, even when it does not exist, so
+    that a mistyped path is reported as a missing folder rather than as an unknown model.
     """
+    if isinstance(spec, os.PathLike):
+        return Path(spec).expanduser()
+    if spec.startswith(LOCAL_PREFIX):
+        return Path(spec[len(LOCAL_PREFIX):]).expanduser()
     if ":" in spec or spec.startswith(TIMM_PREFIX):
-        return spec
-    looks_like_path = "/" in spec or "\\" in spec or spec.startswith(".")
-    return f"{LOCAL_PREFIX}{spec}" if looks_like_path or Path(spec).is_dir() else spec
+        return None
+    if "/" in spec or "\\" in spec or spec.startswith((".", "~")) or Path(spec).is_dir():
+        return Path(spec).expanduser()
+    return None
 
 
-def check_model_name(name: str) -> None:
-    """Raise :class:`UnknownModelError` unless ``name`` (``arch``, ``arch.tag`` or a prefixed name) can exist."""
-    if not name.startswith((LOCAL_PREFIX, HUB_PREFIX, TIMM_PREFIX)):
-        _check_architecture(name.partition(".")[0])
+def check_model_name(name: str | os.PathLike) -> None:
+    """Raise :class:`UnknownModelError` unless ``name`` (``arch``, ``arch.tag``, a folder or a prefixed
+    name) can exist; cheap, so commands call it before reading any data."""
+    load_plugins()
+    if as_folder(name) is None and not str(name).startswith(HUB_PREFIX):
+        _architecture(str(name).partition(".")[0])
 
 
-def _check_architecture(arch: str) -> None:
-    if arch in ENSEMBLE_ARCHS or arch.startswith(TIMM_PREFIX) or arch in BACKBONES:
-        return
+def _architecture(arch: str) -> ArchitectureCfg:
+    if arch.startswith(TIMM_PREFIX) or arch in ARCHITECTURES:
+        return architecture_cfg(arch)
     raise errors.UnknownModelError(arch, _known_names(),
                                    hint="`emozoo models list` shows them; timm architectures work as 'timm/<name>'.")
 
 
-def create(name: str, pretrained: bool = False, *, num_classes: int | None = None, in_chans: int | None = None,
-           label_names: Sequence[str] | None = None, input_size: Sequence[int] | None = None,
-           revision: str | None = None, flip: bool | None = None, **kwargs: Any) -> nn.Module:
-    """Create a model by name, the timm way.
+def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: int | None = None,
+           in_chans: int | None = None, label_names: Sequence[str] | None = None,
+           input_size: Sequence[int] | None = None, revision: str | None = None, flip: bool | None = None,
+           **kwargs: Any) -> nn.Module:
+    """Create a model by name or load a saved one: the one loader of emozoo, as timm's ``create_model``.
 
     ``name`` is one of:
 
@@ -72,127 +92,199 @@ def create(name: str, pretrained: bool = False, *, num_classes: int | None = Non
       ``arch.tag`` for published weights (``emoxnetlite.ferplus``); ``pretrained=True`` on a bare
       architecture picks its default tag;
     - ``timm/<architecture>``: any timm model as a backbone (random weights);
-    - ``local-dir:PATH``: a folder written by :func:`save_pretrained`;
+    - a folder written by :func:`save_pretrained`: a path string, a ``pathlib.Path`` or ``local-dir:PATH``;
     - ``hf-hub:ORG/NAME``: a Hugging Face Hub repo, fetched into the Hugging Face cache;
       ``hf-hub:ORG/NAME@REV`` or ``revision=`` picks a branch, tag or commit (a commit never changes).
 
     For ``emoxnet``, ``members=[...]`` (backbone names, ``timm/`` names or ``(name, {args})``) and
-    ``fusion="mean_prob"`` (with ``fusion_args={}``) compose any ensemble, and ``flip=True`` adds
-    test-time flip (each member averages the face and its mirror); for ``emoxnetlite``,
-    ``student=`` picks the student backbone and ``flip=True`` averages it over the face and its
-    mirror. Other keyword arguments go to the backbone factory.
+    ``fusion="mean_prob"`` (with ``fusion_args={}``) compose any ensemble; for ``emoxnetlite``,
+    ``student=`` picks the student backbone. Other keyword arguments go to the architecture's builder.
 
-    ``flip=True`` / ``flip=False`` also overrides the test-time flip stored with published or saved
-    weights (same weights, twice or half the MACs; the stored metrics, measured with the other setting,
-    are dropped): ``create("emoxnetlite.ferplus", pretrained=True, flip=True)`` is the student at twice
-    its MACs and about half a point more accurate, ``create("emoxnet.ferplus", pretrained=True, flip=False)``
-    the ensemble at half its MACs.
+    ``flip=True`` / ``flip=False`` sets the test-time flip of an architecture that takes one (its
+    :class:`ArchitectureCfg` says so), also over the setting stored with weights (same weights, twice or
+    half the MACs; the stored metrics, measured with the other setting, are dropped).
+
+    **Fine-tuning, the timm way**: with weights, ``num_classes=N`` or ``label_names=[...]`` naming other
+    classes loads every weight except the classifier head(s), which start fresh (for an EmoXNet each
+    member's head and the fusion), and logs one line saying so.
 
     The returned model carries ``model.config`` (a :class:`ModelConfig`), with ``label_names`` in
     output order and the ``input`` spec that :func:`face_transform` follows.
     """
-    weights_dir, origin = None, None
-    if name.startswith(LOCAL_PREFIX):
-        weights_dir, origin = Path(name[len(LOCAL_PREFIX):]).expanduser(), "local folder"
-        config = ModelConfig.load(weights_dir)
+    load_plugins()
+    weights_dir, origin, in_cache = None, None, False
+    folder = as_folder(name)
+    name = str(name) if folder is None else str(folder)
+    if folder is not None:
+        weights_dir, origin = folder, "local folder"
     elif name.startswith(HUB_PREFIX):
         repo, revision = _hub.parse_repo(name, revision)
-        weights_dir = _hub.download(repo, revision)
+        weights_dir, in_cache = _hub.download(repo, revision), True
         origin = f"Hugging Face Hub ({repo}@{weights_dir.name})"
-        config = ModelConfig.load(weights_dir)
     else:
         arch, _, tag = name.partition(".")
-        _check_architecture(arch)
+        cfg = _architecture(arch)
         if pretrained and not tag:
-            tag = default_tag(arch) or ""
+            tag = cfg.default_tag or ""
             if not tag:
                 raise errors.WeightsError(
                     f"no pretrained weights are published for {arch!r}; "
                     f"pretrained ones: {', '.join(list_models(pretrained=True)) or 'none yet'}. "
                     "Use pretrained=False to build it with random weights.")
         if tag:
-            full = f"{arch}.{tag}"
-            if full not in PRETRAINED:
-                raise errors.UnknownModelError(full, _known_names(), hint="(unknown weights tag)")
-            weights_dir, origin = resolve(PRETRAINED[full], revision)
-            config = ModelConfig.load(weights_dir)
+            if tag not in cfg.pretrained:
+                raise errors.UnknownModelError(f"{arch}.{tag}", _known_names(), hint="(unknown weights tag)")
+            weights_dir, origin, in_cache = resolve(f"{arch}.{tag}", cfg.pretrained[tag], revision)
         else:
-            config = _fresh_config(arch, num_classes, label_names, in_chans, input_size, kwargs)
+            config = _fresh_config(arch, cfg, num_classes, label_names, in_chans, input_size, kwargs)
             kwargs = {}
 
+    new_labels = None
     if weights_dir is not None:
+        config = ModelConfig.load(weights_dir)
         if kwargs:
             raise errors.ConfigError(f"{name}: the architecture comes from its config.json; unexpected "
                                      f"arguments {sorted(kwargs)}")
-        _check_overrides(config, name, num_classes, label_names, in_chans, input_size)
+        new_labels = _new_labels(config, name, num_classes, label_names)
+        _check_overrides(config, name, in_chans, input_size)
     if flip is not None:
         _set_flip(config, name, flip)
-    try:
-        model = build_architecture(config.architecture, config.num_classes, config.input.in_chans, config.model_args)
-    except errors.UnknownNameError as exc:
-        dist = config.requires.get(f"{exc.kind} {exc.name}")
-        if dist is None:
-            raise
-        raise type(exc)(exc.name, exc.known, hint=f"{name} needs the plugin package {dist!r}: pip install {dist}") from None
+    source_config = config
+    if new_labels is not None:
+        config = _relabelled(config, new_labels)
+    model = _build(config, name)
     if pretrained and weights_dir is not None:
-        load_weights(model, weights_dir / WEIGHTS_NAME, config.weights_sha256)
+        state = _checked_state(weights_dir, source_config, in_cache, origin)
+        if new_labels is None:
+            _load(model, state, weights_dir)
+        else:
+            _load_except_head(model, config, state, weights_dir, name)
     model.config = config
     model.weights_origin = origin if pretrained else None
     return model
 
 
-def _fresh_config(arch, num_classes, label_names, in_chans, input_size, kwargs) -> ModelConfig:
+def _build(config: ModelConfig, name: str) -> nn.Module:
+    try:
+        return build_architecture(config.architecture, config.num_classes, config.input.in_chans, config.model_args)
+    except errors.UnknownNameError as exc:
+        needed = [(key.partition(" ")[0], dist) for key, dist in config.requires.items()
+                  if key.partition(" ")[2] == exc.name]
+        if not needed:
+            raise
+        kind, dist = needed[0]
+        error = {"backbone": errors.UnknownBackboneError, "fusion": errors.UnknownFusionError}.get(kind, type(exc))
+        raise error(exc.name, exc.known, hint=f"{name} needs the plugin package {dist!r}: pip install {dist}") from None
+
+
+def _checked_state(weights_dir: Path, config: ModelConfig, in_cache: bool, origin: str) -> dict[str, torch.Tensor]:
+    """The weights of ``weights_dir``, hashed once against ``config.weights_sha256``; a corrupt copy in the
+    Hugging Face cache is evicted, so the next try downloads it again."""
+    path = weights_dir / WEIGHTS_NAME
+    expected = config.weights_sha256
+    if not (in_cache and expected and path.is_file()):
+        return read_weights(path, expected)
+    if sha256_file(path) != expected:
+        _hub.evict(weights_dir)
+        raise errors.WeightsError(
+            f"{origin}: the downloaded {WEIGHTS_NAME} does not have the sha256 {expected} that its config.json "
+            "records; the corrupt copy was removed from the cache. Try again; if it persists, the repo itself "
+            "is inconsistent and must be pushed again.")
+    return read_weights(path)
+
+
+def _load(model: nn.Module, state: dict[str, torch.Tensor], weights_dir: Path) -> None:
+    own = model.state_dict()
+    mismatch = state_dict_mismatch(own, state)
+    if mismatch:
+        raise errors.WeightsError(f"{weights_dir / WEIGHTS_NAME} does not match the architecture in config.json: "
+                                  f"{mismatch}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def head_keys(model: nn.Module, config: ModelConfig) -> set[str]:
+    """The state-dict keys of ``model``'s classifier head(s): the tensors whose shape follows the number of
+    classes (found by building the architecture for one more class on the meta device, no memory) and
+    those under its :class:`ArchitectureCfg`'s ``fresh`` prefixes (an ensemble's fusion)."""
+    with torch.device("meta"):
+        twin = build_architecture(config.architecture, config.num_classes + 1, config.input.in_chans,
+                                  config.model_args).state_dict()
+    own = model.state_dict()
+    fresh = architecture_cfg(config.architecture).fresh
+    return {k for k, v in own.items() if (k in twin and twin[k].shape != v.shape) or (fresh and k.startswith(fresh))}
+
+
+def _load_except_head(model: nn.Module, config: ModelConfig, state: dict[str, torch.Tensor], weights_dir: Path,
+                      name: str) -> None:
+    head = head_keys(model, config)
+    own = model.state_dict()
+    body = {k: v for k, v in state.items() if k not in head}
+    mismatch = state_dict_mismatch({k: v for k, v in own.items() if k not in head}, body)
+    if mismatch:
+        raise errors.WeightsError(f"{weights_dir / WEIGHTS_NAME} does not match the architecture in config.json: "
+                                  f"{mismatch}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in body.items()}, strict=False)
+    log.info("%s: loaded %d of %d tensors; the classifier head(s) (%s) start fresh for %d classes: %s",
+             name, len(body), len(own), ", ".join(sorted({k.rsplit(".", 1)[0] for k in head})),
+             config.num_classes, ", ".join(config.label_names))
+
+
+def _fresh_config(arch: str, cfg: ArchitectureCfg, num_classes, label_names, in_chans, input_size,
+                  kwargs) -> ModelConfig:
     if label_names is None:
-        n = num_classes or len(FERPLUS_LABELS)
-        label_names = FERPLUS_LABELS if n == len(FERPLUS_LABELS) else tuple(f"class_{i}" for i in range(n))
+        n = num_classes or len(cfg.label_names)
+        label_names = cfg.label_names if n == len(cfg.label_names) else tuple(f"class_{i}" for i in range(n))
     elif num_classes is not None and num_classes != len(label_names):
         raise errors.ConfigError(f"num_classes={num_classes} but {len(label_names)} label_names were given")
-    spec = InputSpec()
+    spec = cfg.input
     if in_chans is not None or input_size is not None:
         spec = InputSpec(in_chans=in_chans or spec.in_chans, size=tuple(input_size or spec.size),
                          mean=spec.mean[:1], std=spec.std[:1], crop_margin=spec.crop_margin)
-    return ModelConfig(architecture=arch, model_args=normalized_model_args(arch, kwargs),
-                       label_names=tuple(label_names), input=spec)
+    else:
+        spec = InputSpec(**{**spec.__dict__})  # each model owns its spec
+    return ModelConfig(architecture=arch, model_args=cfg.normalized_args(kwargs), label_names=tuple(label_names),
+                       input=spec)
 
 
 def _set_flip(config: ModelConfig, name: str, flip: bool) -> None:
-    if config.architecture not in FLIP_ARCHITECTURES:
+    cfg = _architecture(config.architecture)
+    if not cfg.flip:
+        takes = [n for n in ARCHITECTURES.names() if architecture_cfg(n).flip]
         raise errors.ConfigError(
-            f"{name}: flip= is an option of {' and '.join(FLIP_ARCHITECTURES)}, not of {config.architecture!r}; "
+            f"{name}: flip= is an option of {' and '.join(takes)}, not of {config.architecture!r}; "
             f"for test-time flip of one backbone use create('emoxnet', members=[{config.architecture!r}], flip=True)")
     args = {k: v for k, v in config.model_args.items() if k != "flip"}
     before = bool(config.model_args.get("flip", False))
-    config.model_args = normalized_model_args(config.architecture, {**args, "flip": flip})
+    config.model_args = cfg.normalized_args({**args, "flip": flip})
     if before != bool(config.model_args.get("flip", False)):
         config.metrics = {}  # measured with the other setting; `emozoo eval` measures this one
 
 
-def _check_overrides(config: ModelConfig, name, num_classes, label_names, in_chans, input_size) -> None:
-    wrong = []
-    if num_classes is not None and num_classes != config.num_classes:
-        wrong.append(f"num_classes={num_classes} (weights have {config.num_classes})")
-    if label_names is not None and tuple(label_names) != config.label_names:
-        wrong.append(f"label_names={list(label_names)} (weights have {list(config.label_names)})")
+def _new_labels(config: ModelConfig, name: str, num_classes, label_names) -> tuple[str, ...] | None:
+    """The labels to fine-tune for, when they differ from the weights' own (``None``: keep the head)."""
+    if label_names is not None:
+        labels = tuple(label_names)
+        if num_classes is not None and num_classes != len(labels):
+            raise errors.ConfigError(f"num_classes={num_classes} but {len(labels)} label_names were given")
+    elif num_classes is not None and num_classes != config.num_classes:
+        labels = tuple(f"class_{i}" for i in range(num_classes))
+    else:
+        return None
+    if not labels or len(set(labels)) != len(labels):
+        raise errors.ConfigError(f"{name}: label_names must be distinct and non-empty, got {list(labels)}")
+    return None if labels == config.label_names else labels
+
+
+def _relabelled(config: ModelConfig, labels: tuple[str, ...]) -> ModelConfig:
+    """The config of ``config``'s architecture with new classes: a new model, so no name, metrics or hash."""
+    return ModelConfig(architecture=config.architecture, model_args=dict(config.model_args), label_names=labels,
+                       input=InputSpec(**{**config.input.__dict__}), requires=dict(config.requires),
+                       recipe={"init": config.name or "a saved model", "init_labels": list(config.label_names)})
+
+
+def _check_overrides(config: ModelConfig, name, in_chans, input_size) -> None:
     if in_chans is not None and in_chans != config.input.in_chans:
-        wrong.append(f"in_chans={in_chans} (weights have {config.input.in_chans})")
+        raise errors.ConfigError(f"{name}: in_chans={in_chans} (weights have {config.input.in_chans}); the input "
+                                 "transform converts colour images to the model's channels, so leave in_chans out")
     if input_size is not None:
         config.input.size = tuple(int(s) for s in input_size)  # conv nets run at any size
-    if wrong:
-        raise errors.ConfigError(
-            f"{name}: {'; '.join(wrong)}. To fine-tune on other classes, create the architecture with "
-            "pretrained=False and your label_names, then load the trained backbone weights.")
-
-
-def face_transform(model_or_config: nn.Module | ModelConfig):
-    """The callable that turns one face crop into ``model``'s input tensor ``(C, H, W)``.
-
-    It accepts a PIL image, a uint8 ``(H, W)`` or ``(H, W, 3)`` array or a ``(C, H, W)`` tensor, and
-    follows the model's ``config.input`` (channels, size, mean/std), exactly as in training and
-    evaluation. Stack its outputs with ``torch.stack`` for a batch.
-    """
-    from .data.transforms import eval_transform
-
-    config = model_or_config if isinstance(model_or_config, ModelConfig) else getattr(model_or_config, "config", None)
-    if not isinstance(config, ModelConfig):
-        raise errors.ConfigError("face_transform() needs a model made by emozoo.create() (or its ModelConfig)")
-    return eval_transform(config.input)

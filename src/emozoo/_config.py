@@ -119,13 +119,15 @@ class ModelConfig:
         return cfg
 
     def components(self) -> list[tuple[str, str]]:
-        """``(kind, name)`` of each backbone and fusion the architecture is built from."""
-        args = self.model_args
-        if self.architecture == "emoxnet":
-            return [*(("backbone", m["backbone"]) for m in args.get("members", [])), ("fusion", args.get("fusion"))]
-        if self.architecture == "emoxnetlite":
-            return [("backbone", args.get("student", {}).get("backbone"))]
-        return [("backbone", self.architecture)]
+        """``(kind, name)`` of the architecture and each backbone and fusion it is built from, as its
+        registered :class:`~emozoo.ArchitectureCfg` declares them (a backbone is its own component)."""
+        from ._registry import ARCHITECTURES
+
+        arch = self.architecture
+        if arch not in ARCHITECTURES:  # not registered now (a missing plugin): what can be said without it
+            return [("backbone", arch)]
+        parts = ARCHITECTURES.get(arch).meta["cfg"].components_of(arch, self.model_args)
+        return parts if ("backbone", arch) in parts else [("model", arch), *parts]
 
     def record_plugins(self) -> None:
         """Set ``requires`` to the plugin distribution of every component that a plugin registered.
@@ -133,25 +135,23 @@ class ModelConfig:
         Built-ins, ``timm/`` names and names registered by a script need no package; a name that is
         not registered now keeps what the config already recorded for it.
         """
-        from ._registry import BACKBONES, FUSIONS
-        from .plugins import plugin_info
+        from ._registry import ARCHITECTURES, FUSIONS
 
-        dists = {p.name: p.distribution for p in plugin_info() if p.distribution and not p.builtin}
-        registries = {"backbone": BACKBONES, "fusion": FUSIONS}
+        registries = {"backbone": ARCHITECTURES, "model": ARCHITECTURES, "fusion": FUSIONS}
         requires = {}
         for kind, name in self.components():
             key = f"{kind} {name}"
             if isinstance(name, str) and name in registries[kind]:
-                owner = registries[kind].get(name).owner
-                if owner in dists:
-                    requires[key] = dists[owner]
+                dist = registries[kind].get(name).distribution
+                if dist:
+                    requires[key] = dist
             elif key in self.requires:
                 requires[key] = self.requires[key]
         self.requires = requires
 
     def to_json(self) -> str:
         """The text of ``config.json``."""
-        from . import __version__
+        from ._version import __version__
 
         return json.dumps({**self.to_dict(), "emozoo_version": __version__}, indent=2) + "\n"
 

@@ -9,9 +9,10 @@ it is installed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ._registry import FACE_DETECTORS
+from .plugins import _user_register, load_plugins
 
 #: ``detector="auto"`` picks the first of these that is registered (the order comes from
 #: ``benchmarks/compare_detectors.py``): the one place where the default detector is decided.
@@ -37,11 +38,13 @@ class Face:
 
 def list_detectors(pattern: str = "*") -> list[str]:
     """Names of the registered face detectors matching ``pattern`` (fnmatch)."""
+    load_plugins()
     return FACE_DETECTORS.names(pattern)
 
 
 def default_detector() -> str:
     """The detector ``"auto"`` stands for: the first of :data:`AUTO_ORDER` that is registered."""
+    load_plugins()
     for name in AUTO_ORDER:
         if name in FACE_DETECTORS:
             return name
@@ -57,6 +60,16 @@ def create_detector(name: Any = "auto", **options: Any):
         if callable(getattr(name, "detect", None)):
             return name
         raise TypeError(f"detector must be a name or an object with detect(image), got {type(name).__name__}")
+    load_plugins()
     if name == "auto":
         name = default_detector()
     return FACE_DETECTORS.get(name).factory(**options)
+
+
+def register_face_detector(name: str, factory: Callable | None = None, *, description: str | None = None):
+    """Register a face detector from your own code (call or decorator, as :func:`emozoo.register_backbone`).
+
+    ``factory(**options)`` returns an object with ``detect(image) -> list[emozoo.Face]`` (see the
+    ``register_face_detectors`` hook); ``emozoo.predict(..., detector=name)`` then uses it.
+    """
+    return _user_register(FACE_DETECTORS, name, factory, description)

@@ -1,24 +1,24 @@
-"""Hugging Face Hub access: pull a model repo into the standard cache, push a model in one commit.
+"""Hugging Face Hub transport: download a model repo into the standard cache, upload files in one commit.
 
-A model repo holds ``config.json``, ``model.safetensors`` and a generated ``README.md`` model card, at
-its top level. Downloads go through ``huggingface_hub`` (``HfApi.model_info``, ``hf_hub_download``)
+This module moves files and never builds a model: :func:`emozoo.create` checks what it downloads
+(``config.json`` parsed once, the weights' sha256 checked once as they load), and
+:mod:`emozoo._publish` prepares what it uploads. A model repo holds ``config.json``,
+``model.safetensors`` and a generated ``README.md`` model card, at its top level. Downloads go through ``huggingface_hub`` (``HfApi.model_info``, ``hf_hub_download``)
 into the Hugging Face cache, so ``HF_ENDPOINT``, ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
 ``HF_TOKEN`` work as usual. Every failure becomes a :class:`WeightsError` whose message names the fix.
 """
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
-from ._weights import sha256_file
+from ._config import CONFIG_NAME, WEIGHTS_NAME
+from ._version import __version__
 from .errors import ConfigError, WeightsError
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
-    from torch import nn
 
 LIBRARY_NAME = "emozoo"
 HUB_PREFIX = "hf-hub:"
@@ -49,8 +49,9 @@ def download(repo_id: str, revision: str | None = None, local_files_only: bool =
     A branch or tag is resolved to its commit with one API call, and every file is then fetched at
     that commit, so a snapshot never mixes two commits; a commit sha already in the cache loads
     without network. With ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` only the cache is read.
-    The weights' sha256 is checked against ``config.json``; a copy that does not match is removed
-    from the cache. An interrupted download leaves no partial file behind, so a retry starts clean.
+    An interrupted download leaves no partial file behind, so a retry starts clean. The weights are
+    checked against the sha256 in ``config.json`` when they load (:func:`emozoo.create`), which
+    removes a corrupt copy from the cache with :func:`evict`.
     """
     from huggingface_hub import constants
 
@@ -67,7 +68,6 @@ def download(repo_id: str, revision: str | None = None, local_files_only: bool =
             folder = _from_hub(repo_id, revision)
         except _hub_errors() as exc:
             raise _download_error(exc, repo_id, revision) from None
-    _verify(folder, where)
     return folder
 
 
@@ -79,108 +79,14 @@ def cached(repo_id: str, revision: str | None = None) -> Path | None:
         return None
 
 
-def pull(spec: str, revision: str | None = None) -> Path:
-    """Download ``ORG/NAME[@REVISION]`` and check that it builds and loads; return its snapshot folder."""
-    from ._builder import LOCAL_PREFIX, create
-
-    repo_id, revision = parse_repo(spec, revision)
-    folder = download(repo_id, revision)
-    create(f"{LOCAL_PREFIX}{folder}", pretrained=True)
-    return folder
-
-
-def push_to_hub(model_or_dir: "nn.Module | str | Path", repo_id: str, *, revision: str | None = None,
-                private: bool = False, token: str | None = None, commit_message: str | None = None,
-                notes: str | None = None, license: str | None = None) -> "CommitInfo":
-    """Publish a model to the Hub repo ``repo_id`` in one commit: weights, config and model card.
-
-    ``model_or_dir`` is a model made by :func:`emozoo.create`, a folder written by
-    :func:`emozoo.save_pretrained` (also as ``local-dir:PATH``) or the name of published weights.
-    The folder is validated first (config parses, weights match the architecture and the config's
-    sha256) and nothing is sent if that fails. The commit holds ``model.safetensors``,
-    ``config.json`` (with ``weights_sha256`` and the plugin packages in ``requires`` filled in) and a
-    ``README.md`` generated from the config, with ``notes`` (Markdown) added as its own section;
-    ``license`` (an SPDX id) sets the config's licence field.
-    ``revision`` commits to that branch, created from ``main`` if missing. Returns
-    huggingface_hub's ``CommitInfo`` (``oid``, ``commit_url``).
-    """
-    with tempfile.TemporaryDirectory(prefix="emozoo-push-") as tmp:
-        weights, config, card = _prepare(model_or_dir, repo_id, Path(tmp), notes, license)
-        return _commit(repo_id, weights, config, card, revision=revision, private=private,
-                       token=token, commit_message=commit_message)
-
-
-def write_repo(model_or_dir: "nn.Module | str | Path", repo_id: str, out_dir: str | Path, *,
-               notes: str | None = None, license: str | None = None) -> Path:
-    """Write into ``out_dir`` exactly the files that :func:`push_to_hub` would commit to ``repo_id``.
-
-    This is how the weights shipped inside emozoo (``emozoo/weights/<arch.tag>/``) are made: a local
-    mirror of the Hub repo, byte for byte, so ``pretrained=True`` works offline on a fresh clone.
-    """
-    import shutil
-
-    out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="emozoo-repo-") as tmp:
-        weights, config, card = _prepare(model_or_dir, repo_id, Path(tmp), notes, license)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if weights.resolve() != (out_dir / WEIGHTS_NAME).resolve():
-            shutil.copyfile(weights, out_dir / WEIGHTS_NAME)
-        (out_dir / CONFIG_NAME).write_text(config.to_json())
-        (out_dir / CARD_NAME).write_text(card)
-    return out_dir
-
-
-def _prepare(model_or_dir, repo_id: str, tmp: Path, notes: str | None,
-             license: str | None) -> tuple[Path, ModelConfig, str]:
-    """Validate what is to be published; return its weights file, the config to publish and the card."""
-    from ._builder import LOCAL_PREFIX, create
-    from ._modelcard import model_card
-    from ._profile import count_params
-
-    folder = _staged(model_or_dir, tmp)
-    model = create(f"{LOCAL_PREFIX}{folder}", pretrained=True)  # config, architecture, tensors, sha256
-    config = model.config
-    config.weights_sha256 = config.weights_sha256 or sha256_file(folder / WEIGHTS_NAME)
-    config.record_plugins()
-    config.license = license or config.license
-    published = repo_id.rsplit("/", 1)[-1]
-    if config.name is None and published.startswith(config.architecture + "."):
-        config.name = published  # the repo emozoo/emoxnetlite.ferplus publishes emoxnetlite.ferplus
-    card = model_card(config, repo_id, params=count_params(model), notes=notes)
-    return folder / WEIGHTS_NAME, config, card
-
-
-def _staged(model_or_dir, tmp: Path) -> Path:
-    """The folder to push: the given one, or ``tmp`` holding a model saved by save_pretrained."""
-    from torch import nn
-
-    from ._builder import LOCAL_PREFIX, create
-    from ._weights import save_pretrained
-
-    if isinstance(model_or_dir, nn.Module):
-        return save_pretrained(model_or_dir, tmp)
-    text = str(model_or_dir)
-    folder = Path(text.removeprefix(LOCAL_PREFIX)).expanduser()
-    if folder.is_dir():
-        return folder
-    if isinstance(model_or_dir, Path) or text.startswith(LOCAL_PREFIX) or (
-            "/" in text and not text.startswith((HUB_PREFIX, "timm/"))):
-        raise WeightsError(f"{folder}: no such folder; push a folder written by emozoo.save_pretrained()")
-    return save_pretrained(create(text, pretrained=True), tmp)
-
-
-def _commit(repo_id: str, weights: Path, config: ModelConfig, card: str, *, revision, private, token,
-            commit_message) -> "CommitInfo":
+def upload(repo_id: str, files: dict[str, "Path | bytes"], *, message: str, revision: str | None = None,
+           private: bool = False, token: str | None = None) -> "CommitInfo":
+    """Commit ``files`` (repo path -> local file or bytes) to ``repo_id`` in one commit, creating the repo
+    (and the branch ``revision``, from ``main``) when missing. Every failure is a one-line WeightsError."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from . import __version__
-
-    operations = [
-        CommitOperationAdd(WEIGHTS_NAME, str(weights)),
-        CommitOperationAdd(CONFIG_NAME, config.to_json().encode()),
-        CommitOperationAdd(CARD_NAME, card.encode()),
-    ]
-    message = commit_message or f"Upload {config.name or config.architecture} with emozoo {__version__}"
+    operations = [CommitOperationAdd(name, str(data) if isinstance(data, Path) else data)
+                  for name, data in files.items()]
     api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
     try:
         api.create_repo(repo_id, private=private or None, exist_ok=True)
@@ -189,6 +95,25 @@ def _commit(repo_id: str, weights: Path, config: ModelConfig, card: str, *, revi
         return api.create_commit(repo_id, operations, commit_message=message, revision=revision)
     except _hub_errors() as exc:
         raise _push_error(exc, repo_id) from None
+
+
+def is_cached(folder: Path) -> bool:
+    """Whether ``folder`` is a snapshot inside the Hugging Face cache."""
+    from huggingface_hub import constants
+
+    try:
+        Path(folder).resolve().relative_to(Path(constants.HF_HUB_CACHE).resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def evict(folder: Path) -> None:
+    """Remove the weights of a cached snapshot (the link and its blob), so the next load downloads them anew."""
+    weights = Path(folder) / WEIGHTS_NAME
+    blob = weights.resolve()
+    weights.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
 
 
 def _from_cache(repo_id: str, revision: str | None) -> Path | None:
@@ -200,8 +125,6 @@ def _from_cache(repo_id: str, revision: str | None) -> Path | None:
 
 def _from_hub(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import HfApi, constants, hf_hub_download
-
-    from . import __version__
 
     api = HfApi(library_name=LIBRARY_NAME, library_version=__version__)
     info = api.model_info(repo_id, revision=revision or constants.DEFAULT_REVISION,
@@ -230,20 +153,6 @@ def _remember_ref(snapshot: Path, revision: str) -> None:
     tmp = ref.with_name(ref.name + ".tmp")
     tmp.write_text(snapshot.name)
     tmp.replace(ref)
-
-
-def _verify(folder: Path, where: str) -> None:
-    """Refuse (and evict from the cache) weights whose sha256 is not the one config.json records."""
-    expected = ModelConfig.load(folder).weights_sha256
-    weights = folder / WEIGHTS_NAME
-    if expected and sha256_file(weights) != expected:
-        blob = weights.resolve()
-        weights.unlink()
-        blob.unlink(missing_ok=True)
-        raise WeightsError(
-            f"{where}: the downloaded {WEIGHTS_NAME} does not have the sha256 {expected} that its config.json "
-            "records; the corrupt copy was removed from the cache. Try again; if it persists, the repo itself "
-            "is inconsistent and must be pushed again.")
 
 
 def _download_error(exc: Exception, repo_id: str, revision: str | None) -> WeightsError:

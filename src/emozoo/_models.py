@@ -1,23 +1,140 @@
-"""Model assembly: single backbones, the EmoXNet ensemble and the EmoXNetLite student."""
+"""Building models from the registry: what an architecture declares (:class:`ArchitectureCfg`, the
+counterpart of timm's ``default_cfgs``), its published weights (:class:`PretrainedCfg`), and the
+helpers every architecture shares (members, fusions, test-time flip).
+
+Nothing here knows any architecture by name: EmoXNet, EmoXNetLite and every backbone describe
+themselves in their own module (``emozoo.builtins.*`` or a plugin) when they register.
+"""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from . import errors
 from ._backbone import TimmBackbone
-from ._registry import BACKBONES, FUSIONS
+from ._config import CONFIG_NAME, FERPLUS_LABELS, WEIGHTS_NAME, InputSpec
+from ._registry import ARCHITECTURES, FUSIONS
+
+if TYPE_CHECKING:
+    from ._config import ModelConfig
 
 TIMM_PREFIX = "timm/"
 
-#: EmoXNetLite's default student: a half-width ResNet-10 (about 36 M MACs at 48x48).
-DEFAULT_STUDENT = {"backbone": "resnet10", "args": {"width": 0.5}}
-DEFAULT_MEMBERS = ("resnet18", "vgg13", "convnext_pico")
-DEFAULT_FUSION = "mean_prob"
-#: Architectures with a ``flip`` option (test-time flip; the weights are the same either way).
-FLIP_ARCHITECTURES = ("emoxnet", "emoxnetlite")
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """One published set of weights of an architecture (``arch.tag``).
+
+    ``hf_hub_id`` is the Hugging Face Hub repo (``ORG/NAME``) the weights are published to; ``folder``
+    is a copy shipped inside a Python package (``config.json`` + ``model.safetensors``, laid out like
+    the Hub repo), so that ``pretrained=True`` works offline. Give one or both.
+    """
+
+    hf_hub_id: str | None = None
+    folder: str | Path | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if not self.hf_hub_id and not self.folder:
+            raise errors.PluginError("a PretrainedCfg needs hf_hub_id='ORG/NAME', folder=PATH, or both")
+
+    def is_shipped(self) -> bool:
+        """Whether the shipped folder holds both files (a fresh clone without them still downloads)."""
+        return self.folder is not None and all((Path(self.folder) / n).is_file() for n in (CONFIG_NAME, WEIGHTS_NAME))
+
+
+@dataclass(frozen=True)
+class ArchitectureCfg:
+    """What an architecture declares beside its builder, as timm's ``default_cfgs`` do.
+
+    Every field has a default that fits a plain backbone; an architecture overrides what differs:
+
+    - ``backbone``: it can be an ensemble member (``register_backbones`` sets it);
+    - ``flip``: it takes ``flip=True`` (test-time flip) and the ``flip=`` override of :func:`emozoo.create`;
+    - ``input`` / ``label_names``: its default input spec and labels when built without weights;
+    - ``pretrained``: ``{tag: PretrainedCfg}``, the first tag being its default;
+    - ``normalize(args) -> args``: its arguments in the canonical form stored in ``config.json``
+      (defaults filled in, unknown ones refused with a :class:`ConfigError`);
+    - ``components(args) -> [(kind, name)]``: the backbones and fusions it is built from (which plugin
+      packages a saved model needs);
+    - ``as_member(args) -> {"backbone", "args"}``: the member spec that rebuilds its trained network
+      inside an ensemble (raise :class:`ConfigError` where it cannot be one);
+    - ``describe(config) -> str`` and ``card(config) -> str``: the model card's one-line summary and
+      architecture section; ``card_tags``: extra Hub tags;
+    - ``fresh``: state-dict prefixes that start fresh when fine-tuning on other classes, beside the
+      tensors whose shape follows the number of classes (an ensemble's fusion, for instance).
+    """
+
+    backbone: bool = True
+    flip: bool = False
+    input: InputSpec = field(default_factory=InputSpec)
+    label_names: tuple[str, ...] = FERPLUS_LABELS
+    pretrained: Mapping[str, PretrainedCfg] = field(default_factory=dict)
+    normalize: Callable[[dict], dict] | None = None
+    components: Callable[[dict], list] | None = None
+    as_member: Callable[[dict], dict] | None = None
+    describe: Callable[["ModelConfig"], str] | None = None
+    card: Callable[["ModelConfig"], str] | None = None
+    card_tags: tuple[str, ...] = ()
+    fresh: tuple[str, ...] = ()
+
+    @classmethod
+    def from_hook(cls, name: str, owner: str, backbone: bool, cfg: "ArchitectureCfg | None" = None,
+                  **kwargs: Any) -> "ArchitectureCfg":
+        """The cfg of ``register(name, factory, description, cfg=... or **fields)`` in a plugin hook."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise errors.PluginError(f"{owner}: architecture {name!r} was registered with unknown field(s) "
+                                     f"{unknown}; ArchitectureCfg takes {sorted(known)}")
+        if cfg is not None and kwargs:
+            raise errors.PluginError(f"{owner}: give architecture {name!r} either cfg= or its fields, not both")
+        if cfg is None:
+            kwargs.setdefault("backbone", backbone)
+            cfg = cls(**kwargs)
+        for tag, p in cfg.pretrained.items():
+            if not isinstance(p, PretrainedCfg) or not isinstance(tag, str) or not tag:
+                raise errors.PluginError(f"{owner}: {name}.pretrained must map tags to PretrainedCfg, got {tag!r}: {p!r}")
+        return cfg
+
+    # The defaults below describe a plain backbone called ``name``.
+    def normalized_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.normalize(dict(args)) if self.normalize else dict(args)
+
+    def components_of(self, name: str, args: dict[str, Any]) -> list[tuple[str, str]]:
+        if self.components:
+            return self.components(args)
+        return [("backbone", name)] if self.backbone else []
+
+    def member_of(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        return self.as_member(args) if self.as_member else {"backbone": name, "args": dict(args)}
+
+    def description_of(self, config: "ModelConfig") -> str:
+        return self.describe(config) if self.describe else f"A `{config.architecture}` network"
+
+    def card_of(self, config: "ModelConfig") -> str:
+        if self.card:
+            return self.card(config)
+        return f"Backbone `{config.architecture}` with arguments `{json.dumps(config.model_args)}`."
+
+    @property
+    def default_tag(self) -> str | None:
+        return next(iter(self.pretrained), None)
+
+
+TIMM_CFG = ArchitectureCfg()
+
+
+def architecture_cfg(name: str) -> ArchitectureCfg:
+    """The :class:`ArchitectureCfg` of a registered architecture (or of any ``timm/`` name)."""
+    if name.startswith(TIMM_PREFIX):
+        return TIMM_CFG
+    return ARCHITECTURES.get(name).meta["cfg"]
 
 
 def member_spec(spec: Any) -> dict[str, Any]:
@@ -33,21 +150,41 @@ def member_spec(spec: Any) -> dict[str, Any]:
     )
 
 
-def build_backbone(name: str, num_classes: int, in_chans: int, **args: Any) -> nn.Module:
-    """Build a registered (or ``timm/``-prefixed) backbone, turning bad arguments into clear errors."""
+def build_architecture(name: str, num_classes: int, in_chans: int, args: dict[str, Any],
+                       member: bool = False) -> nn.Module:
+    """Build a registered (or ``timm/``-prefixed) architecture, turning bad arguments into clear errors.
+
+    ``member=True`` refuses an architecture that cannot be an ensemble member (one that is no backbone).
+    """
     if name.startswith(TIMM_PREFIX):
         factory, owner = TimmBackbone, "timm"
         args = {"model_name": name[len(TIMM_PREFIX):], **args}
     else:
-        entry = BACKBONES.get(name)
+        if member and name not in ARCHITECTURES:
+            raise errors.UnknownBackboneError(name, ARCHITECTURES.names(where=_is_backbone),
+                                              hint="timm architectures work as 'timm/<name>'.")
+        entry = ARCHITECTURES.get(name)
+        if member and not entry.meta["cfg"].backbone:
+            raise errors.ConfigError(f"{name!r} is not a backbone and cannot be an ensemble member; "
+                                     "members are: " + ", ".join(ARCHITECTURES.names(where=_is_backbone)))
         factory, owner = entry.factory, entry.owner
     try:
         module = factory(num_classes=num_classes, in_chans=in_chans, **args)
     except TypeError as exc:
-        raise errors.ConfigError(f"backbone {name!r} (from {owner}) rejected its arguments {args}: {exc}") from None
+        kind = "backbone" if member or architecture_cfg(name).backbone else "model"
+        raise errors.ConfigError(f"{kind} {name!r} (from {owner}) rejected its arguments {args}: {exc}") from None
     if not isinstance(module, nn.Module):
-        raise errors.PluginError(f"backbone {name!r} (from {owner}) returned {type(module).__name__}, not an nn.Module")
+        raise errors.PluginError(f"{name!r} (from {owner}) returned {type(module).__name__}, not an nn.Module")
     return module
+
+
+def _is_backbone(entry) -> bool:
+    return entry.meta["cfg"].backbone
+
+
+def build_backbone(name: str, num_classes: int, in_chans: int, **args: Any) -> nn.Module:
+    """Build one ensemble member (a registered backbone or a ``timm/`` name)."""
+    return build_architecture(name, num_classes, in_chans, args, member=True)
 
 
 def build_fusion(name: str, num_members: int, num_classes: int, feature_dims: Sequence[int], **args: Any) -> nn.Module:
@@ -70,51 +207,12 @@ def member_outputs(member: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     return logits, logits
 
 
-class EmoXNet(nn.Module):
-    """An ensemble of architecturally different members whose outputs a fusion module combines.
-
-    ``forward(x)`` returns fused logits ``(B, num_classes)``; :meth:`forward_members` also returns
-    each member's logits and features (used to fit learned fusions and by ``emozoo eval``).
-
-    With ``flip=True`` every member also sees the mirrored image and its logits and features are the
-    mean of both views (test-time flip: twice the MACs, one member call on a doubled batch).
-    """
-
-    def __init__(self, members: Sequence[nn.Module], fusion: nn.Module, member_names: Sequence[str],
-                 flip: bool = False):
-        super().__init__()
-        if len(members) < 1:
-            raise errors.ConfigError("an EmoXNet needs at least one member")
-        self.members = nn.ModuleList(members)
-        self.fusion = fusion
-        self.member_names = list(member_names)
-        self.flip = bool(flip)
-
-    def forward_members(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if not self.flip:
-            outputs = [member_outputs(m, x) for m in self.members]
-            return torch.stack([o[0] for o in outputs]), [o[1] for o in outputs]
-        n = x.shape[0]
-        outputs = [member_outputs(m, torch.cat([x, x.flip(-1)])) for m in self.members]
-        logits = torch.stack([(z[:n] + z[n:]) / 2 for z, _ in outputs])
-        return logits, [(f[:n] + f[n:]) / 2 for _, f in outputs]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits, features = self.forward_members(x)
-        return self.fusion(logits, features)
-
-
-def _feature_dim(member: nn.Module, num_classes: int) -> int:
-    return int(getattr(member, "num_features", num_classes))
-
-
-def build_emoxnet(num_classes: int, in_chans: int, members: Sequence[Any] = DEFAULT_MEMBERS,
-                  fusion: str = DEFAULT_FUSION, fusion_args: dict | None = None, flip: bool = False) -> EmoXNet:
-    specs = [member_spec(m) for m in members]
-    built = [build_backbone(s["backbone"], num_classes, in_chans, **s["args"]) for s in specs]
-    fuse = build_fusion(fusion, len(built), num_classes, [_feature_dim(m, num_classes) for m in built],
-                        **(fusion_args or {}))
-    return EmoXNet(built, fuse, [s["backbone"] for s in specs], flip=flip)
+def check_flip(name: str, args: dict[str, Any]) -> bool:
+    """The ``flip`` argument of an architecture that takes one: a bool, or a clear :class:`ConfigError`."""
+    flip = args.get("flip", False)
+    if not isinstance(flip, bool):
+        raise errors.ConfigError(f"{name}'s flip= must be true or false, not {flip!r}")
+    return flip
 
 
 class TestTimeFlip(nn.Module):
@@ -138,39 +236,3 @@ class TestTimeFlip(nn.Module):
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
-
-
-def build_emoxnetlite(num_classes: int, in_chans: int, student: Any = None, flip: bool = False) -> nn.Module:
-    spec = member_spec(student or DEFAULT_STUDENT)
-    model = build_backbone(spec["backbone"], num_classes, in_chans, **spec["args"])
-    return TestTimeFlip(model) if flip else model
-
-
-def normalized_model_args(architecture: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Model args in the canonical form stored in ``config.json`` (defaults filled in)."""
-    if architecture == "emoxnet":
-        unknown = set(args) - {"members", "fusion", "fusion_args", "flip"}
-        if unknown:
-            raise errors.ConfigError(f"emoxnet takes members=, fusion=, fusion_args= and flip=, not {sorted(unknown)}")
-        normalized = {"members": [member_spec(m) for m in args.get("members", DEFAULT_MEMBERS)],
-                      "fusion": args.get("fusion", DEFAULT_FUSION), "fusion_args": dict(args.get("fusion_args") or {})}
-    elif architecture == "emoxnetlite":
-        unknown = set(args) - {"student", "flip"}
-        if unknown:
-            raise errors.ConfigError(f"emoxnetlite takes student= and flip=, not {sorted(unknown)}")
-        normalized = {"student": member_spec(args.get("student") or DEFAULT_STUDENT)}
-    else:
-        return dict(args)
-    if not isinstance(args.get("flip", False), bool):
-        raise errors.ConfigError(f"{architecture}'s flip= must be true or false, not {args['flip']!r}")
-    if args.get("flip"):
-        normalized["flip"] = True
-    return normalized
-
-
-def build_architecture(architecture: str, num_classes: int, in_chans: int, model_args: dict[str, Any]) -> nn.Module:
-    if architecture == "emoxnet":
-        return build_emoxnet(num_classes, in_chans, **model_args)
-    if architecture == "emoxnetlite":
-        return build_emoxnetlite(num_classes, in_chans, **model_args)
-    return build_backbone(architecture, num_classes, in_chans, **model_args)

@@ -294,11 +294,11 @@ def crop_face(image: np.ndarray, box, margin: float = 0.1, aspect: float = 1.0) 
 
 def load_model(model: str | nn.Module, device: str | torch.device | None = None) -> nn.Module:
     """``model`` as an evaluation-mode module: a name (or a saved folder) is ``emozoo.create(name, pretrained=True)``."""
-    from ._builder import create, model_spec
+    from ._builder import create
     from ._config import ModelConfig
 
     if isinstance(model, str):
-        model = create(model_spec(model), pretrained=True)
+        model = create(model, pretrained=True)
     if not isinstance(getattr(model, "config", None), ModelConfig):
         raise ConfigError("predict() needs a model name or a model made by emozoo.create() (with .config)")
     return model.to(device or "cpu").eval()
@@ -356,7 +356,7 @@ class Predictor:
 
     def __init__(self, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *, batch_size: int = 32,
                  min_face: float = 0, device: str | torch.device | None = None):
-        from ._builder import face_transform
+        from .data.transforms import face_transform
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")

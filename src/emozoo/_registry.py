@@ -1,8 +1,12 @@
-"""Name -> factory registries for backbones, fusions, distillation losses and face detectors.
+"""Name -> factory registries: architectures (backbones and ensembles), fusions, distillation losses,
+face detectors.
 
-Items arrive through the plugin hooks (see :mod:`emozoo.hookspecs`), or directly from a user's script
-through :func:`register_backbone` and friends. Each entry remembers its owner, so a duplicate name is
-refused with an error that names both.
+The registries are plain data: reading one never loads plugins. Items arrive through the plugin hooks
+(:mod:`emozoo.plugins` runs them, see :mod:`emozoo.hookspecs`) or from a user's script through
+:func:`emozoo.register_backbone` and friends; the public accessors (:func:`emozoo.create`,
+:func:`emozoo.list_models`, ``emozoo.list_*``) load the plugins first. Each entry remembers its owner
+(the plugin) and that plugin's distribution, so a duplicate name is refused with an error that names
+both owners, and a saved model can name the package it needs.
 """
 from __future__ import annotations
 
@@ -18,13 +22,16 @@ USER_OWNER = "user"
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered item."""
+    """One registered item: its factory, the plugin that registered it and what that plugin said of it."""
 
     kind: str
     name: str
     factory: Callable[..., Any]
     owner: str
     description: str = ""
+    #: the distribution (pip package) of the owning plugin; None for built-ins and scripts
+    distribution: str | None = None
+    #: per-kind metadata, e.g. an architecture's :class:`emozoo.ArchitectureCfg` under ``"cfg"``
     meta: dict = field(default_factory=dict, compare=False)
 
 
@@ -45,7 +52,7 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def add(self, name: str, factory: Callable[..., Any], owner: str = USER_OWNER,
-            description: str | None = None, **meta: Any) -> Entry:
+            description: str | None = None, distribution: str | None = None, **meta: Any) -> Entry:
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise errors.PluginError(
                 f"{owner}: invalid {self.kind} name {name!r}; use letters, digits, '_' or '-', "
@@ -60,7 +67,7 @@ class Registry:
                 f"Rename one of them, or uninstall one of the plugins."
             )
         doc = description if description is not None else _first_line(factory.__doc__)
-        entry = Entry(self.kind, name, factory, owner, doc, dict(meta))
+        entry = Entry(self.kind, name, factory, owner, doc, distribution, dict(meta))
         self._entries[name] = entry
         return entry
 
@@ -72,20 +79,19 @@ class Registry:
         """Remove one name (for tests and interactive sessions)."""
         self._entries.pop(name, None)
 
-    def get(self, name: str) -> Entry:
-        from .plugins import load_plugins
+    def clear(self) -> None:
+        self._entries.clear()
 
-        load_plugins()
+    def get(self, name: str) -> Entry:
         try:
             return self._entries[name]
         except KeyError:
             raise self._unknown_error(name, self._entries) from None
 
-    def names(self, pattern: str = "*") -> list[str]:
-        from .plugins import load_plugins
-
-        load_plugins()
-        return sorted((n for n in self._entries if fnmatch.fnmatch(n, pattern)), key=natural_key)
+    def names(self, pattern: str = "*", where: Callable[[Entry], bool] | None = None) -> list[str]:
+        """Registered names matching ``pattern`` (fnmatch) and ``where``, naturally sorted."""
+        return sorted((n for n, e in self._entries.items() if fnmatch.fnmatch(n, pattern)
+                       and (where is None or where(e))), key=natural_key)
 
     def entries(self) -> Iterator[Entry]:
         for name in self.names():
@@ -95,9 +101,6 @@ class Registry:
         return sorted(n for n, e in self._entries.items() if e.owner == owner)
 
     def __contains__(self, name: str) -> bool:
-        from .plugins import load_plugins
-
-        load_plugins()
         return name in self._entries
 
 
@@ -105,61 +108,24 @@ def _first_line(doc: str | None) -> str:
     return (doc or "").strip().split("\n")[0].strip()
 
 
-BACKBONES = Registry("backbone", errors.UnknownBackboneError)
+#: every model architecture: backbones (which can also be ensemble members) and composites such as
+#: ``emoxnet``; each entry's ``meta["cfg"]`` is its :class:`emozoo.ArchitectureCfg`
+ARCHITECTURES = Registry("model", errors.UnknownModelError)
 FUSIONS = Registry("fusion", errors.UnknownFusionError)
 DISTILL_LOSSES = Registry("distillation loss", errors.UnknownDistillLossError)
 FACE_DETECTORS = Registry("face detector", errors.UnknownFaceDetectorError)
 
-#: hook name -> registry it fills
+#: hook name -> the registry it fills (``register_backbones`` and ``register_architectures`` both fill
+#: :data:`ARCHITECTURES`: a backbone is an architecture that can also be an ensemble member)
 HOOK_REGISTRIES = {
-    "register_backbones": BACKBONES,
+    "register_backbones": ARCHITECTURES,
+    "register_architectures": ARCHITECTURES,
     "register_fusions": FUSIONS,
     "register_distill_losses": DISTILL_LOSSES,
     "register_face_detectors": FACE_DETECTORS,
 }
 
 
-def _user_register(registry: Registry, name: str, factory: Callable | None, description: str | None):
-    from .plugins import load_plugins
-
-    load_plugins()  # built-ins first, so a clash with one is reported now rather than later
-
-    def add(f):
-        registry.add(name, f, owner=USER_OWNER, description=description)
-        return f
-
-    return add if factory is None else add(factory)
-
-
-def register_backbone(name: str, factory: Callable | None = None, *, description: str | None = None):
-    """Register a backbone from your own code; usable at once as a model or an EmoXNet member.
-
-    Either call it, ``register_backbone("tiny", make_tiny)``, or use it as a decorator::
-
-        @emozoo.register_backbone("tiny")
-        def make_tiny(num_classes=8, in_chans=1, **kwargs):
-            return TinyNet(num_classes, in_chans)
-
-    The factory receives ``num_classes`` and ``in_chans`` and returns an ``nn.Module`` that follows
-    the backbone contract (see :class:`emozoo.BackboneBase`), or any module mapping images to logits.
-    """
-    return _user_register(BACKBONES, name, factory, description)
-
-
-def register_fusion(name: str, factory: Callable | None = None, *, description: str | None = None):
-    """Register a fusion strategy from your own code (call or decorator, as :func:`register_backbone`)."""
-    return _user_register(FUSIONS, name, factory, description)
-
-
-def register_distill_loss(name: str, factory: Callable | None = None, *, description: str | None = None):
-    """Register a distillation loss from your own code (call or decorator, as :func:`register_backbone`)."""
-    return _user_register(DISTILL_LOSSES, name, factory, description)
-
-
-def register_face_detector(name: str, factory: Callable | None = None, *, description: str | None = None):
-    """Register a face detector from your own code (call or decorator, as :func:`register_backbone`).
-
-    ``factory(**options)`` returns an object with ``detect(image) -> list[emozoo.Face]`` (see the
-    ``register_face_detectors`` hook); ``emozoo.predict(..., detector=name)`` then uses it.
-    """
-    return _user_register(FACE_DETECTORS, name, factory, description)
+def registries() -> list[Registry]:
+    """Each registry once (two hooks fill :data:`ARCHITECTURES`)."""
+    return list({id(r): r for r in HOOK_REGISTRIES.values()}.values())

@@ -66,8 +66,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, dtype: torch.dty
     return directory
 
 
-def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> nn.Module:
-    """Load a safetensors state dict into ``model``; every missing, extra or misshapen tensor is named."""
+def read_weights(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The state dict in a ``.safetensors`` file (checked against ``expected_sha256`` when given); never a pickle."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
@@ -79,9 +79,14 @@ def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None
             raise WeightsError(f"{path}: sha256 {actual} does not match the config's weights_sha256 "
                                f"{expected_sha256}; the file is corrupt or was replaced. Delete it and download again.")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> nn.Module:
+    """Load a safetensors state dict into ``model``; every missing, extra or misshapen tensor is named."""
+    state = read_weights(path, expected_sha256)
     own = model.state_dict()
     mismatch = state_dict_mismatch(own, state)
     if mismatch:

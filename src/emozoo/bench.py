@@ -349,9 +349,9 @@ def load_model(name: str, input_shape: tuple[int, ...] | None = None,
     ``flip`` turns an emoxnet / emoxnetlite's test-time flip on or off (None: as saved); ``model_args``
     build an architecture with random weights in another shape (e.g. ``{"width": 0.75}``), to time a
     candidate before training it."""
-    from ._builder import HUB_PREFIX, LOCAL_PREFIX, create, model_spec
+    from ._builder import HUB_PREFIX, LOCAL_PREFIX, as_folder, create
 
-    name = model_spec(name)
+    name = f"{LOCAL_PREFIX}{as_folder(name)}" if as_folder(name) is not None else name
     pretrained = name.startswith((LOCAL_PREFIX, HUB_PREFIX)) or "." in name.split("/")[-1]
     if model_args and pretrained:
         raise EmozooError(f"{name} has trained weights, whose shape its config fixes; model args apply to an "

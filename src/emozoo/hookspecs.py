@@ -29,6 +29,23 @@ def register_backbones(register):
     - ``forward_head(features) -> logits`` and an int attribute ``num_features``.
 
     :class:`emozoo.BackboneBase` provides ``forward`` from the other two.
+
+    Keyword arguments after ``description`` are the backbone's :class:`emozoo.ArchitectureCfg` fields
+    (or ``cfg=ArchitectureCfg(...)``), e.g. ``pretrained={"ferplus": emozoo.PretrainedCfg(...)}`` to
+    publish weights under ``name.ferplus``. A backbone is also a model: ``emozoo.create(name)``.
+    """
+
+
+@hookspec
+def register_architectures(register):
+    """Register model architectures that are not ensemble members, such as EmoXNet and EmoXNetLite.
+
+    Call ``register(name, factory, description=None, cfg=ArchitectureCfg(...))`` (or the cfg's
+    fields as keyword arguments). ``factory(num_classes=..., in_chans=..., **model_args)`` returns
+    the ``nn.Module``; the cfg declares the rest, as timm's ``default_cfgs`` do: default input and
+    labels, whether it takes test-time flip, how its arguments are normalised, how a model card
+    describes it, and its published weights (``pretrained={tag: PretrainedCfg(...)}``). Architectures
+    and backbones share one namespace.
     """
 
 

@@ -16,16 +16,20 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
 from . import errors, hookspecs
-from ._registry import HOOK_REGISTRIES, USER_OWNER
+from ._models import ArchitectureCfg
+from ._registry import ARCHITECTURES, DISTILL_LOSSES, FUSIONS, HOOK_REGISTRIES, USER_OWNER, Registry, registries
+from ._version import __version__
 
 ENTRY_POINT_GROUP = "emozoo"
 DEFAULT_PLUGINS = (
     "emozoo.builtins.backbones",
+    "emozoo.builtins.emoxnet",
+    "emozoo.builtins.emoxnetlite",
     "emozoo.builtins.fusion",
     "emozoo.builtins.distill",
     "emozoo.builtins.detectors",
@@ -71,7 +75,7 @@ def load_plugins() -> None:
         _loaded = True  # set first: hooks may call back into the registries
         for modname in DEFAULT_PLUGINS:
             module = importlib.import_module(modname)
-            _register(module, modname, PluginInfo(modname, "emozoo", _own_version(), builtin=True))
+            _register(module, modname, PluginInfo(modname, "emozoo", __version__, builtin=True))
         for ep in _selected_entry_points():
             dist = getattr(ep, "dist", None)
             info = PluginInfo(ep.name, dist.name if dist else None, dist.version if dist else None)
@@ -92,12 +96,6 @@ def _selected_entry_points():
     return [ep for ep in eps if ep.name in names]
 
 
-def _own_version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def _fail(info: PluginInfo, message: str) -> None:
     info.error = message
     _info[info.name] = info
@@ -116,17 +114,16 @@ def _register(obj: Any, name: str, info: PluginInfo) -> None:
         _fail(info, f"invalid plugin: {exc}")
         return
     info.hooks = sorted(h.name for h in (pm.get_hookcallers(obj) or []))
+    dist = None if info.builtin else info.distribution
     try:
         for hook_name, registry in HOOK_REGISTRIES.items():
             fn = getattr(obj, hook_name, None)
             if fn is None:
                 continue
-
-            def register(item_name, factory, description=None, _reg=registry, **meta):
-                _reg.add(item_name, factory, owner=name, description=description, **meta)
-
-            fn(register=register)
-            info.registered[registry.kind] = registry.owned_by(name)
+            added: list[str] = []
+            fn(register=_register_callback(hook_name, registry, name, dist, added))
+            if added:
+                info.registered[_HOOK_KINDS.get(hook_name, registry.kind)] = sorted(added)
     except errors.DuplicateNameError:
         _rollback(obj, name)
         raise
@@ -137,17 +134,34 @@ def _register(obj: Any, name: str, info: PluginInfo) -> None:
     _info[name] = info
 
 
+#: how ``emozoo plugins`` names what each hook registered, where that is not the registry's kind
+_HOOK_KINDS = {"register_backbones": "backbone", "register_architectures": "architecture"}
+
+
+def _register_callback(hook_name: str, registry: Registry, owner: str, dist: str | None, added: list[str]):
+    """The ``register`` callback a plugin's ``hook_name`` receives."""
+
+    def register(item_name, factory, description=None, **meta):
+        if registry is ARCHITECTURES:
+            meta = {"cfg": ArchitectureCfg.from_hook(item_name, owner, hook_name == "register_backbones", **meta)}
+        registry.add(item_name, factory, owner=owner, description=description, distribution=dist, **meta)
+        added.append(item_name)
+
+    return register
+
+
 def _rollback(obj: Any, name: str) -> None:
-    for registry in HOOK_REGISTRIES.values():
+    for registry in registries():
         registry.remove_owner(name)
     pm.unregister(obj)
 
 
-def register_plugin(obj: Any, name: str) -> None:
-    """Register a plugin object at run time (tests, notebooks) and collect what it registers."""
+def register_plugin(obj: Any, name: str, distribution: str | None = None) -> None:
+    """Register a plugin object at run time (tests, notebooks) and collect what it registers; ``distribution``
+    names the pip package it stands for (recorded in the ``requires`` of models built from it)."""
     load_plugins()
     with _lock:
-        _register(obj, name, PluginInfo(name, None, None))
+        _register(obj, name, PluginInfo(name, distribution, None))
         if _info.get(name) and _info[name].error:
             raise errors.PluginError(f"plugin {name!r}: {_info[name].error}")
 
@@ -158,7 +172,7 @@ def unregister_plugin(name: str) -> None:
         obj = pm.get_plugin(name)
         if obj is not None:
             pm.unregister(obj)
-        for registry in HOOK_REGISTRIES.values():
+        for registry in registries():
             registry.remove_owner(name)
         _info.pop(name, None)
 
@@ -167,7 +181,7 @@ def plugin_info() -> list[PluginInfo]:
     """Every plugin seen: built-ins, installed plugins, and those that failed (with ``error`` set)."""
     load_plugins()
     infos = list(_info.values())
-    user = {reg.kind: reg.owned_by(USER_OWNER) for reg in HOOK_REGISTRIES.values()}
+    user = {reg.kind: reg.owned_by(USER_OWNER) for reg in registries()}
     if any(user.values()):
         infos.append(PluginInfo(USER_OWNER, registered={k: v for k, v in user.items() if v}))
     return infos
@@ -184,9 +198,66 @@ def _reset_for_tests() -> None:  # pragma: no cover - used by the test-suite onl
     with _lock:
         for name, _ in list(pm.list_name_plugin()):
             pm.unregister(name=name)
-        for registry in HOOK_REGISTRIES.values():
-            registry._entries.clear()
+        for registry in registries():
+            registry.clear()
         _info.clear()
         _loaded = False
 
+
+# --------------------------------------------------------------------- the registries as users see them
+def _user_register(registry: Registry, name: str, factory: Callable | None, description: str | None, **meta):
+    load_plugins()  # built-ins first, so a clash with one is reported now rather than later
+
+    def add(f):
+        if registry is ARCHITECTURES:
+            meta["cfg"] = ArchitectureCfg.from_hook(name, USER_OWNER, True, **meta.pop("cfg_fields"))
+        registry.add(name, f, owner=USER_OWNER, description=description, **meta)
+        return f
+
+    return add if factory is None else add(factory)
+
+
+def register_backbone(name: str, factory: Callable | None = None, *, description: str | None = None,
+                      **cfg: Any):
+    """Register a backbone from your own code; usable at once as a model or an EmoXNet member.
+
+    Either call it, ``register_backbone("tiny", make_tiny)``, or use it as a decorator::
+
+        @emozoo.register_backbone("tiny")
+        def make_tiny(num_classes=8, in_chans=1, **kwargs):
+            return TinyNet(num_classes, in_chans)
+
+    The factory receives ``num_classes`` and ``in_chans`` and returns an ``nn.Module`` that follows
+    the backbone contract (see :class:`emozoo.BackboneBase`), or any module mapping images to logits.
+    Further keyword arguments are :class:`emozoo.ArchitectureCfg` fields (``input=``, ``pretrained=``, ...).
+    """
+    return _user_register(ARCHITECTURES, name, factory, description, cfg_fields=cfg)
+
+
+def register_fusion(name: str, factory: Callable | None = None, *, description: str | None = None):
+    """Register a fusion strategy from your own code (call or decorator, as :func:`register_backbone`)."""
+    return _user_register(FUSIONS, name, factory, description)
+
+
+def register_distill_loss(name: str, factory: Callable | None = None, *, description: str | None = None):
+    """Register a distillation loss from your own code (call or decorator, as :func:`register_backbone`)."""
+    return _user_register(DISTILL_LOSSES, name, factory, description)
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Names of the registered backbones (the architectures that can be EmoXNet members), fnmatch-filtered."""
+    load_plugins()
+    return ARCHITECTURES.names(pattern, where=lambda e: e.meta["cfg"].backbone)
+
+
+def list_fusions(pattern: str = "*") -> list[str]:
+    """Names of the registered fusion strategies, fnmatch-filtered."""
+    load_plugins()
+    return FUSIONS.names(pattern)
+
+
+def list_distill_losses(pattern: str = "*") -> list[str]:
+    """Names of the registered distillation losses, fnmatch-filtered."""
+    load_plugins()
+    return DISTILL_LOSSES.names(pattern)
 

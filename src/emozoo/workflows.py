@@ -17,9 +17,11 @@ from torch import nn
 from torch.utils.data import Subset
 
 from . import errors
-from ._builder import check_model_name, create, model_spec
-from ._models import EmoXNet
+from ._builder import check_model_name, create
+from ._models import architecture_cfg
 from ._registry import DISTILL_LOSSES
+from .builtins.emoxnet import EmoXNet
+from .plugins import load_plugins
 from ._weights import grow_state_dict, save_pretrained, state_dict_mismatch, write_safetensors
 from .data import FER2013_SPLITS, eval_transform, open_dataset, train_transform
 from .metrics import classification_metrics, plot_confusion
@@ -33,7 +35,7 @@ def resolve_model(spec: str, pretrained: bool = True, flip: bool | None = None) 
 
     ``flip`` overrides the saved test-time flip of an emoxnet / emoxnetlite (None keeps it).
     """
-    return create(model_spec(spec), pretrained=pretrained, flip=flip)
+    return create(spec, pretrained=pretrained, flip=flip)
 
 
 def open_split(spec: str, split: str, transform=None, label_names=None, soft: bool = False):
@@ -147,6 +149,7 @@ def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec
     log = log or (lambda e: None)
     out_dir = Path(out_dir)
     val_split = default_val_split(split, val_split)
+    load_plugins()
     loss_entry = DISTILL_LOSSES.get(recipe.distill_loss or "kd_smooth")
     try:
         loss_fn = loss_entry.factory(**recipe.distill_args)
@@ -213,11 +216,7 @@ def _init_from(model: nn.Module, spec: str, grow: bool = False) -> None:
 
 
 def _as_member(config) -> dict:
-    if config.architecture == "emoxnet":
-        raise errors.ConfigError("an ensemble cannot be a member of another ensemble; give its member folders")
-    if config.architecture == "emoxnetlite":
-        return config.model_args["student"]
-    return {"backbone": config.architecture, "args": dict(config.model_args)}
+    return architecture_cfg(config.architecture).member_of(config.architecture, config.model_args)
 
 
 def assemble_ensemble(members: list[nn.Module], fusion: str = "mean_logit", fusion_args: dict | None = None, *,

@@ -29,7 +29,7 @@ def echo_json(data) -> None:
 
 def build_cli() -> click.Group:
     """Build the root command group, with plugin commands (``register_commands``) added."""
-    from .. import __version__
+    from .._version import __version__
     from ..plugins import call_register_commands
     from . import bench, hub, models, plugins, predict, train
 

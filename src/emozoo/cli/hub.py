@@ -26,7 +26,7 @@ def register(cli: click.Group) -> None:
         """
         from pathlib import Path
 
-        from .._hub import push_to_hub, write_repo
+        from .._publish import push_to_hub, write_repo
 
         notes_text = Path(notes).read_text() if notes else None
         if to_dir:
@@ -48,7 +48,8 @@ def register(cli: click.Group) -> None:
         (HF_HUB_OFFLINE=1) with emozoo.create("hf-hub:ORG/NAME").
         """
         from .._config import ModelConfig
-        from .._hub import parse_repo, pull as pull_repo
+        from .._hub import parse_repo
+        from .._publish import pull as pull_repo
 
         repo_id, _ = parse_repo(repo)
         _quiet_hub()

@@ -41,12 +41,7 @@ def register(cli: click.Group) -> None:
             f"name:          {data['name']}",
             f"architecture:  {data['architecture']}",
         ]
-        if data["architecture"] == "emoxnet":
-            args = data["model_args"]
-            lines.append(f"members:       {', '.join(m['backbone'] for m in args['members'])}")
-            lines.append(f"fusion:        {args['fusion']}")
-        elif data["architecture"] == "emoxnetlite":
-            lines.append(f"student:       {data['model_args']['student']['backbone']} {data['model_args']['student']['args']}")
+        lines.append(f"summary:       {data['summary']}")
         if data["model_args"].get("flip"):
             lines.append("test-time flip: on (face and mirror averaged; flip=False turns it off)")
         lines += [
@@ -68,22 +63,20 @@ def register(cli: click.Group) -> None:
 
 def model_info(name: str) -> dict:
     """Everything ``emozoo info`` shows, as a dict."""
-    from .._builder import create, model_spec
-    from .._pretrained import PRETRAINED, default_tag
+    from .._builder import as_folder, create
+    from .._models import architecture_cfg
     from .._profile import count_macs, count_params
 
-    name = model_spec(name)  # a saved folder, as `emozoo eval` takes it
     model = create(name)
     cfg = model.config
-    arch = cfg.architecture
-    tag = name.partition(".")[2] or (default_tag(arch) if ":" not in name else None)
-    if ":" in name:
-        weights = name
-    elif tag and f"{arch}.{tag}" in PRETRAINED:
-        p = PRETRAINED[f"{arch}.{tag}"]
-        weights = f"{p.name}: Hugging Face Hub {p.hf_hub_id}" + (", shipped with emozoo" if p.is_shipped() else "")
+    arch_cfg = architecture_cfg(cfg.architecture)
+    if as_folder(name) is not None or ":" in name:
+        weights = str(as_folder(name) or name)
     else:
-        weights = "none published (random initialisation)"
+        tag = name.partition(".")[2] or arch_cfg.default_tag
+        p = arch_cfg.pretrained.get(tag) if tag else None
+        weights = ("none published (random initialisation)" if p is None else
+                   f"{cfg.architecture}.{tag}: Hugging Face Hub {p.hf_hub_id}" + (", shipped" if p.is_shipped() else ""))
     d = cfg.to_dict()
-    return {**d, "name": name, "weights_name": cfg.name, "params": count_params(model), "macs": count_macs(model, cfg.input.shape),
-            "weights": weights}
+    return {**d, "name": name, "weights_name": cfg.name, "summary": arch_cfg.description_of(cfg),
+            "params": count_params(model), "macs": count_macs(model, cfg.input.shape), "weights": weights}

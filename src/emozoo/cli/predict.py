@@ -62,9 +62,9 @@ def register(cli: click.Group) -> None:
         window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
 
         if flip is not None:
-            from .._builder import create, model_spec
+            from .._builder import create
 
-            model = create(model_spec(model), pretrained=True, flip=flip)
+            model = create(model, pretrained=True, flip=flip)
         predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
         inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else list(paths)
         rows = _CsvWriter(csv_path, predictor.labels) if csv_path else None

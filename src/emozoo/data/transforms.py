@@ -142,3 +142,18 @@ def augment_batch(x: torch.Tensor, input_spec, strength: str = "default",
         mask = (inside_r.unsqueeze(2) & inside_c.unsqueeze(1)) & erase.view(b, 1, 1)
         out = out.masked_fill(mask.unsqueeze(1), 0.0)
     return out
+
+
+def face_transform(model_or_config):
+    """The callable that turns one face crop into ``model``'s input tensor ``(C, H, W)``.
+
+    It accepts a PIL image, a uint8 ``(H, W)`` or ``(H, W, 3)`` array or a ``(C, H, W)`` tensor, and
+    follows the model's ``config.input`` (channels, size, mean/std), exactly as in training and
+    evaluation. Stack its outputs with ``torch.stack`` for a batch.
+    """
+    from .._config import ModelConfig
+
+    config = model_or_config if isinstance(model_or_config, ModelConfig) else getattr(model_or_config, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ConfigError("face_transform() needs a model made by emozoo.create() (or its ModelConfig)")
+    return eval_transform(config.input)

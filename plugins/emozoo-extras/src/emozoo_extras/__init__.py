@@ -23,19 +23,25 @@ class Fire(nn.Module):
 
 
 class SqueezeNet(emozoo.BackboneBase):
-    """SqueezeNet 1.1 with batch norm and a stride-1 stem, so 48x48 faces end at 6x6."""
+    """SqueezeNet 1.1 with batch norm and a stride-1 stem, so 48x48 faces end at 6x6; ``width`` scales
+    every layer's channels."""
 
-    def __init__(self, num_classes: int = 8, in_chans: int = 1, drop_rate: float = 0.2):
+    def __init__(self, num_classes: int = 8, in_chans: int = 1, drop_rate: float = 0.2, width: float = 1.0):
         super().__init__()
+
+        def c(n):
+            return max(4, int(round(n * width)))
+
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2), Fire(64, 16, 64), Fire(128, 16, 64),
-            nn.MaxPool2d(2), Fire(128, 32, 128), Fire(256, 32, 128),
-            nn.MaxPool2d(2), Fire(256, 48, 192), Fire(384, 48, 192), Fire(384, 64, 256), Fire(512, 64, 256),
+            nn.Conv2d(in_chans, c(64), 3, padding=1), nn.BatchNorm2d(c(64)), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2), Fire(c(64), c(16), c(64)), Fire(2 * c(64), c(16), c(64)),
+            nn.MaxPool2d(2), Fire(2 * c(64), c(32), c(128)), Fire(2 * c(128), c(32), c(128)),
+            nn.MaxPool2d(2), Fire(2 * c(128), c(48), c(192)), Fire(2 * c(192), c(48), c(192)),
+            Fire(2 * c(192), c(64), c(256)), Fire(2 * c(256), c(64), c(256)),
         )
-        self.num_features, self.num_classes = 512, num_classes
+        self.num_features, self.num_classes = 2 * c(256), num_classes
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, x):
         return self.features(x).mean((2, 3))

@@ -1,0 +1,121 @@
+"""EmoXNet: an ensemble of architecturally different members whose outputs a fusion combines.
+
+This module is the whole of the architecture: the module class, its builder, and what it declares
+to the registry (arguments, test-time flip, model-card text, published weights).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .. import errors
+from .._models import (ArchitectureCfg, PretrainedCfg, build_backbone, build_fusion, check_flip, member_outputs,
+                       member_spec)
+from ..hookspecs import hookimpl
+
+DEFAULT_MEMBERS = ("resnet18", "vgg13", "convnext_pico")
+DEFAULT_FUSION = "mean_prob"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+class EmoXNet(nn.Module):
+    """An ensemble of architecturally different members whose outputs a fusion module combines.
+
+    ``forward(x)`` returns fused logits ``(B, num_classes)``; :meth:`forward_members` also returns
+    each member's logits and features (used to fit learned fusions and by ``emozoo eval``).
+
+    With ``flip=True`` every member also sees the mirrored image and its logits and features are the
+    mean of both views (test-time flip: twice the MACs, one member call on a doubled batch).
+    """
+
+    def __init__(self, members: Sequence[nn.Module], fusion: nn.Module, member_names: Sequence[str],
+                 flip: bool = False):
+        super().__init__()
+        if len(members) < 1:
+            raise errors.ConfigError("an EmoXNet needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.fusion = fusion
+        self.member_names = list(member_names)
+        self.flip = bool(flip)
+
+    def forward_members(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if not self.flip:
+            outputs = [member_outputs(m, x) for m in self.members]
+            return torch.stack([o[0] for o in outputs]), [o[1] for o in outputs]
+        n = x.shape[0]
+        outputs = [member_outputs(m, torch.cat([x, x.flip(-1)])) for m in self.members]
+        logits = torch.stack([(z[:n] + z[n:]) / 2 for z, _ in outputs])
+        return logits, [(f[:n] + f[n:]) / 2 for _, f in outputs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits, features = self.forward_members(x)
+        return self.fusion(logits, features)
+
+
+def emoxnet(num_classes: int = 8, in_chans: int = 1, members: Sequence[Any] = DEFAULT_MEMBERS,
+            fusion: str = DEFAULT_FUSION, fusion_args: dict | None = None, flip: bool = False) -> EmoXNet:
+    """EmoXNet: an ensemble of different backbones combined by a fusion (Momin et al., 2021)."""
+    specs = [member_spec(m) for m in members]
+    built = [build_backbone(s["backbone"], num_classes, in_chans, **s["args"]) for s in specs]
+    dims = [int(getattr(m, "num_features", num_classes)) for m in built]
+    fuse = build_fusion(fusion, len(built), num_classes, dims, **(fusion_args or {}))
+    return EmoXNet(built, fuse, [s["backbone"] for s in specs], flip=flip)
+
+
+def _normalize(args: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(args) - {"members", "fusion", "fusion_args", "flip"}
+    if unknown:
+        raise errors.ConfigError(f"emoxnet takes members=, fusion=, fusion_args= and flip=, not {sorted(unknown)}")
+    normalized = {"members": [member_spec(m) for m in args.get("members", DEFAULT_MEMBERS)],
+                  "fusion": args.get("fusion", DEFAULT_FUSION), "fusion_args": dict(args.get("fusion_args") or {})}
+    if check_flip("emoxnet", args):
+        normalized["flip"] = True
+    return normalized
+
+
+def _components(args: dict[str, Any]) -> list[tuple[str, str]]:
+    return [*(("backbone", m["backbone"]) for m in args.get("members", [])), ("fusion", args.get("fusion"))]
+
+
+def _as_member(args: dict[str, Any]) -> dict[str, Any]:
+    raise errors.ConfigError("an ensemble cannot be a member of another ensemble; give its member folders")
+
+
+def _describe(config) -> str:
+    args = config.model_args
+    names = ", ".join(m["backbone"] for m in args["members"])
+    flip = ", each averaged over the face and its mirror," if args.get("flip") else ""
+    return f"An EmoXNet ensemble of {len(args['members'])} members ({names}){flip} fused by `{args['fusion']}`"
+
+
+def _card(config) -> str:
+    args = config.model_args
+    lines = ["| member | backbone | arguments |", "| --- | --- | --- |"]
+    lines += [f"| {i} | `{m['backbone']}` | `{json.dumps(m['args'])}` |" for i, m in enumerate(args["members"])]
+    lines += ["", f"Fusion: `{args['fusion']}` with arguments `{json.dumps(args.get('fusion_args', {}))}`. "
+                  "The members and the fusion are stored together in `model.safetensors` (member i under "
+                  "`members.i.*`, the fusion under `fusion.*`), and `config.json` names them, so `emozoo.create` "
+                  "rebuilds the whole ensemble in one call."]
+    if args.get("flip"):
+        lines += ["", "Test-time flip (`flip: true`): each member scores the face and its mirror image in one "
+                      "doubled batch and passes the mean of both logits and features to the fusion "
+                      "(twice the members' MACs). `emozoo.create(..., flip=False)` turns it off (same weights)."]
+    return "\n".join(lines)
+
+
+EMOXNET_CFG = ArchitectureCfg(
+    backbone=False, flip=True, normalize=_normalize, components=_components, as_member=_as_member,
+    describe=_describe, card=_card, card_tags=("ensemble",), fresh=("fusion.",),
+    pretrained={"ferplus": PretrainedCfg(
+        hf_hub_id="emozoo/emoxnet.ferplus", folder=WEIGHTS / "emoxnet.ferplus",
+        description="EmoXNet ensemble trained on FER+; 8 expressions from 48x48 grayscale faces")},
+)
+
+
+@hookimpl
+def register_architectures(register):
+    register("emoxnet", emoxnet, cfg=EMOXNET_CFG)

@@ -73,7 +73,7 @@ def test_pretrained_true_works_offline_with_an_empty_cache(tmp_path):
 
 
 def test_the_shipped_ensembles_members_keep_their_training_holdout_when_unpacked(tmp_path):
-    """So that a learned fusion (or benchmarks/fitted_fusions.py) can be fitted over them again."""
+    """So that a learned fusion can be fitted over them again."""
     result = CliRunner().invoke(build_cli(), ["unpack", "emoxnet.ferplus", "--out", str(tmp_path / "m"), "--json"])
     assert result.exit_code == 0, result.output
     paths = json.loads(result.stdout)["members"]

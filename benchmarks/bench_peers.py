@@ -5,8 +5,7 @@
 
 Measures, on the same threads and in one process (see ``emozoo.bench`` for how each figure is made):
 
-- EmoXNetLite: ``emoxnetlite.ferplus`` (published weights), else ``results/ferplus/emoxnetlite_from_resnet18``,
-  else random weights; every backend (eager, channels_last, compile, onnx, int8), batch 1 and 32.
+- EmoXNetLite: ``emoxnetlite.ferplus`` (published weights), else random weights; every backend (eager, channels_last, compile, onnx, int8), batch 1 and 32.
 - The EmoXNet ensemble: ``emoxnet.ferplus`` when published, else the default ensemble with random weights
   (resnet18 + vgg13 + convnext_pico, mean_prob), on eager, channels_last, onnx and int8, and each of its
   members alone (int8 left out), to check that the ensemble costs no more than the sum of its members.
@@ -18,7 +17,6 @@ Measures, on the same threads and in one process (see ``emozoo.bench`` for how e
 - HSEmotion/EmotiEffLib's architecture, timm EfficientNet-B0 at 224x224 RGB, and the usual
   ImageNet-transfer baseline, timm ResNet-18 at 224x224 RGB (random weights: latency does not depend
   on them).
-- For the accuracy-against-latency chart, emozoo's trained models under ``results/ferplus/``.
 
 Writes ``peers.md``, ``peers.json`` and ``pareto.png`` into ``--out`` (``benchmarks/results``).
 """
@@ -158,11 +156,7 @@ def emoxnetlite() -> tuple[nn.Module, str, str]:
         return model, "emoxnetlite.ferplus", f"published weights ({model.weights_origin})"
     except emozoo.EmozooError as exc:
         missing = str(exc)
-    folder = ROOT / "results" / "ferplus" / "emoxnetlite_from_resnet18"
-    if (folder / "config.json").is_file():
-        return (emozoo.create(f"local-dir:{folder}", pretrained=True), "emoxnetlite (results/ferplus)",
-                f"trained weights in {folder.relative_to(ROOT)} (emoxnetlite.ferplus: {missing})")
-    return emozoo.create("emoxnetlite"), "emoxnetlite (random)", "random weights: no trained EmoXNetLite found"
+    return emozoo.create("emoxnetlite"), "emoxnetlite (random)", f"random weights (emoxnetlite.ferplus: {missing})"
 
 
 def emoxnet() -> tuple[nn.Module, str, str]:
@@ -325,11 +319,6 @@ def main(argv=None) -> None:
         model = emozoo.create(f"timm/{arch}", in_chans=3, input_size=(224, 224))
         run(model, label, ("eager", "channels_last", "onnx", "int8"), args.batch_sizes,
             f"timm {arch}, 3x224x224, random weights (latency does not depend on them)", weights="random")
-    for folder in ("resnet18", "mini_xception"):  # emozoo's trained members: points for the accuracy chart
-        path = ROOT / "results" / "ferplus" / folder
-        if (path / "config.json").is_file():
-            run(f"local-dir:{path}", f"{folder} (results/ferplus)", ("eager", "onnx", "int8"), args.batch_sizes[:1],
-                f"emozoo's trained {folder} (1x48x48), for the accuracy-against-latency chart")
     B.mark_best(rows)
 
     with B.num_threads(args.threads):

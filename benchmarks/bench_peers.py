@@ -5,7 +5,8 @@
 
 Measures, on the same threads and in one process (see ``emozoo.bench`` for how each figure is made):
 
-- EmoXNetLite: ``emoxnetlite.ferplus`` (published weights), else random weights; every backend (eager, channels_last, compile, onnx, int8), batch 1 and 32.
+- EmoXNetLite: ``emoxnetlite.ferplus`` (published weights), else random weights; every backend (eager,
+  channels_last, compile, onnx, int8), batch 1 and 32.
 - The EmoXNet ensemble: ``emoxnet.ferplus`` when published, else the default ensemble with random weights
   (resnet18 + vgg13 + convnext_pico, mean_prob), on eager, channels_last, onnx and int8, and each of its
   members alone (int8 left out), to check that the ensemble costs no more than the sum of its members.
@@ -268,7 +269,7 @@ def main(argv=None) -> None:
     big = max(args.batch_sizes)
     torch.set_num_threads(args.threads)
     everything = tuple(b for b in ALL if not (args.no_compile and b == "compile"))
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     machine = B.machine_info(args.threads)
     peak = B.measure_peak_flops(args.threads)
     print(f"{machine['cpu']}, {args.threads} thread(s), float32 peak {peak / 1e9:.1f} GFLOP/s", file=sys.stderr)
@@ -290,7 +291,8 @@ def main(argv=None) -> None:
     # int8 too, so that the 10x target compares each model's best backend; its members are timed without it
     run(ens, ens_name, ens_backends + ("int8",), args.batch_sizes, ens_note, weights=ens_note.split(" (")[0])
     members, views = [], 2 if getattr(ens, "flip", False) else 1
-    flipped = f", at batch {views * big}: the ensemble's test-time flip doubles each member's batch" if views > 1 else ""
+    flipped = (f", at batch {views * big}: the ensemble's test-time flip doubles each member's batch"
+               if views > 1 else "")
     for i, (member, member_name) in enumerate(zip(ens.members, ens.member_names)):
         label = f"{ens_name} member {i}: {member_name}"
         members.append(label)
@@ -324,7 +326,7 @@ def main(argv=None) -> None:
     with B.num_threads(args.threads):
         interleaved = ensemble_over_members(ens.eval(), big, args.min_runs, args.max_time)
     goals = targets(rows, lite_name, ens_name, members, big, interleaved, views)
-    finished = datetime.datetime.now(datetime.timezone.utc)
+    finished = datetime.datetime.now(datetime.UTC)
     machine["load_average_end"] = B.machine_info(args.threads)["load_average"]
     try:
         import ai_edge_litert

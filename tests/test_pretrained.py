@@ -42,7 +42,7 @@ def test_the_model_card_states_results_labels_input_recipe_terms_and_citation(na
     assert meta["library_name"] == "emozoo" and meta["license"] == config["license"]
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == config["metrics"]["PublicTest"]["accuracy"]
     accuracy = config["metrics"]["PublicTest"]["accuracy"]
-    for text in (f"| PublicTest | {accuracy:.4f} |", "| 7 | contempt |", "resized to 48x48, 1 channel(s)",
+    for text in (f"| PublicTest | {accuracy:.4f} |", "| 7 contempt |", "resized to 48x48, 1 channel(s)",
                  "## Training recipe", "FER2013", "MIT licence", "arXiv:2106.16126",
                  f"`emozoo eval {name} --data ferplus --split PublicTest`", f'emozoo.create("{name}", pretrained=True)'):
         assert text in card.text, text

@@ -3,7 +3,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
 
 LIMIT = 1_000_000  # bytes
@@ -33,3 +32,12 @@ def test_the_size_rule_catches_a_checkpoint_in_results():
     sizes = {"results/emoxnet.ferplus/run7/model.safetensors": 4_000_000, "src/emozoo/weights/x/model.safetensors":
              77_000_000, "examples/face.png": 2_000_000, "benchmarks/results/pareto.png": 50_000}
     assert too_large(sizes, sizes.get) == ["results/emoxnet.ferplus/run7/model.safetensors"]
+
+
+def test_each_shipped_model_card_is_short_and_names_its_held_out_test_split():
+    from emozoo._pretrained import SHIPPED_DIR
+
+    for card in sorted(SHIPPED_DIR.glob("*/README.md")):
+        text = card.read_text()
+        assert len(text.splitlines()) <= 160, f"{card}: {len(text.splitlines())} lines"
+        assert "## Intended use and limitations" in text and "PrivateTest" in text and "## What was tried" in text

@@ -9,26 +9,14 @@ import sys
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
 import emozoo
 from emozoo import bench as B
-from emozoo.cli import build_cli
 
 from conftest import REPO
 
 FAST = ("--min-runs", "3", "--max-time", "0.05", "--no-roofline", "--threads", "1")
-
-
-@pytest.fixture(scope="module")
-def cli():
-    root = build_cli()
-
-    def run(*args):
-        return CliRunner().invoke(root, [str(a) for a in args])
-
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import torch
 from click.testing import CliRunner
 from huggingface_hub import CommitInfo, HfApi, ModelCard, constants, scan_cache_dir, snapshot_download
 from safetensors.torch import load as load_safetensors
-from torch import nn
 
 import emozoo
 from emozoo._hub import push_to_hub
@@ -351,9 +350,7 @@ def test_nothing_is_pushed_when_the_folder_does_not_validate(hub_api, tmp_path, 
 # ------------------------------------------------------------------------------------- custom models
 
 
-class TinyNet(nn.Sequential):
-    def __init__(self, num_classes=8, in_chans=1):
-        super().__init__(nn.Conv2d(in_chans, 4, 3, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+from conftest import TinyNet  # noqa: E402
 
 
 class TinyPlugin:

@@ -5,8 +5,8 @@
 
 Measures, on the same threads and in one process (see ``emozoo.bench`` for how each figure is made):
 
-- EmoXNetLite: ``emoxnetlite.ferplus`` (published weights), else ``results/ferplus/emoxnetlite_from_resnet18``,
-  else random weights; every backend (eager, channels_last, compile, onnx, int8), batch 1 and 32.
+- EmoXNetLite: ``emoxnetlite.ferplus`` (published weights), else random weights; every backend (eager,
+  channels_last, compile, onnx, int8), batch 1 and 32.
 - The EmoXNet ensemble: ``emoxnet.ferplus`` when published, else the default ensemble with random weights
   (resnet18 + vgg13 + convnext_pico, mean_prob), on eager, channels_last, onnx and int8, and each of its
   members alone (int8 left out), to check that the ensemble costs no more than the sum of its members.
@@ -18,7 +18,6 @@ Measures, on the same threads and in one process (see ``emozoo.bench`` for how e
 - HSEmotion/EmotiEffLib's architecture, timm EfficientNet-B0 at 224x224 RGB, and the usual
   ImageNet-transfer baseline, timm ResNet-18 at 224x224 RGB (random weights: latency does not depend
   on them).
-- For the accuracy-against-latency chart, emozoo's trained models under ``results/ferplus/``.
 
 Writes ``peers.md``, ``peers.json`` and ``pareto.png`` into ``--out`` (``benchmarks/results``).
 """
@@ -158,11 +157,7 @@ def emoxnetlite() -> tuple[nn.Module, str, str]:
         return model, "emoxnetlite.ferplus", f"published weights ({model.weights_origin})"
     except emozoo.EmozooError as exc:
         missing = str(exc)
-    folder = ROOT / "results" / "ferplus" / "emoxnetlite_from_resnet18"
-    if (folder / "config.json").is_file():
-        return (emozoo.create(f"local-dir:{folder}", pretrained=True), "emoxnetlite (results/ferplus)",
-                f"trained weights in {folder.relative_to(ROOT)} (emoxnetlite.ferplus: {missing})")
-    return emozoo.create("emoxnetlite"), "emoxnetlite (random)", "random weights: no trained EmoXNetLite found"
+    return emozoo.create("emoxnetlite"), "emoxnetlite (random)", f"random weights (emoxnetlite.ferplus: {missing})"
 
 
 def emoxnet() -> tuple[nn.Module, str, str]:
@@ -274,7 +269,7 @@ def main(argv=None) -> None:
     big = max(args.batch_sizes)
     torch.set_num_threads(args.threads)
     everything = tuple(b for b in ALL if not (args.no_compile and b == "compile"))
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     machine = B.machine_info(args.threads)
     peak = B.measure_peak_flops(args.threads)
     print(f"{machine['cpu']}, {args.threads} thread(s), float32 peak {peak / 1e9:.1f} GFLOP/s", file=sys.stderr)
@@ -296,7 +291,8 @@ def main(argv=None) -> None:
     # int8 too, so that the 10x target compares each model's best backend; its members are timed without it
     run(ens, ens_name, ens_backends + ("int8",), args.batch_sizes, ens_note, weights=ens_note.split(" (")[0])
     members, views = [], 2 if getattr(ens, "flip", False) else 1
-    flipped = f", at batch {views * big}: the ensemble's test-time flip doubles each member's batch" if views > 1 else ""
+    flipped = (f", at batch {views * big}: the ensemble's test-time flip doubles each member's batch"
+               if views > 1 else "")
     for i, (member, member_name) in enumerate(zip(ens.members, ens.member_names)):
         label = f"{ens_name} member {i}: {member_name}"
         members.append(label)
@@ -325,17 +321,12 @@ def main(argv=None) -> None:
         model = emozoo.create(f"timm/{arch}", in_chans=3, input_size=(224, 224))
         run(model, label, ("eager", "channels_last", "onnx", "int8"), args.batch_sizes,
             f"timm {arch}, 3x224x224, random weights (latency does not depend on them)", weights="random")
-    for folder in ("resnet18", "mini_xception"):  # emozoo's trained members: points for the accuracy chart
-        path = ROOT / "results" / "ferplus" / folder
-        if (path / "config.json").is_file():
-            run(f"local-dir:{path}", f"{folder} (results/ferplus)", ("eager", "onnx", "int8"), args.batch_sizes[:1],
-                f"emozoo's trained {folder} (1x48x48), for the accuracy-against-latency chart")
     B.mark_best(rows)
 
     with B.num_threads(args.threads):
         interleaved = ensemble_over_members(ens.eval(), big, args.min_runs, args.max_time)
     goals = targets(rows, lite_name, ens_name, members, big, interleaved, views)
-    finished = datetime.datetime.now(datetime.timezone.utc)
+    finished = datetime.datetime.now(datetime.UTC)
     machine["load_average_end"] = B.machine_info(args.threads)["load_average"]
     try:
         import ai_edge_litert

@@ -102,9 +102,9 @@ def score(boxes, faces, ignore):
 
 def detectors(threads: int):
     import cv2
+    from _plugins import ensure_blazeface
 
     import emozoo
-    from _plugins import ensure_blazeface
 
     cv2.setNumThreads(threads)
     ensure_blazeface()
@@ -125,7 +125,7 @@ def main(argv=None):
     wheels = sorted(args.wheels.glob("*.whl")) if args.wheels else []
 
     cases, missing = [], []
-    for name, member, faces, ignore, licence in PHOTOS:
+    for name, member, faces, ignore, _licence in PHOTOS:
         im = read_member(member, wheels)
         if im is None:
             missing.append(member)

@@ -66,8 +66,9 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 
 def detectors(names: list[str] | None, threads: int) -> dict:
-    import emozoo
     from _plugins import ensure_blazeface
+
+    import emozoo
 
     ensure_blazeface()
     names = names or [n for n in ("blazeface", "blazeface_short", "haar") if n in emozoo.list_detectors()]

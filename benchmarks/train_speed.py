@@ -1,6 +1,6 @@
 """Training speed with per-image augmentation in loader workers against ``--batch-augment``.
 
-    python benchmarks/train_speed.py mini_xception --images 4096 --out results/ferplus/train_speed_mini_xception.json
+    python benchmarks/train_speed.py mini_xception --images 4096 --out benchmarks/results/train_speed_mini_xception.json
 
 Trains the same model on the same FER+ images with the same recipe twice in one process, once per
 augmentation path (``Recipe.batch_augment`` False / True), for two epochs each, and prints images per

@@ -4,7 +4,7 @@
 # built from them (logits averaged, test-time flip: the fusion shipped in emoxnet.ferplus), then five
 # EmoXNetLite students distilled from that ensemble side by side: ResNet-10 at width 0.5 (the shipped
 # student), ResNet-10 at width 0.75 and mini-Xception at width 3, the shapes that fit the 2 ms latency
-# target on 2 CPU cores (results/ferplus/notes/emoxnetlite.md), and ResNet-10 at width 0.5 again with
+# target on 2 CPU cores (results/emoxnetlite.ferplus/notes.md), and ResNet-10 at width 0.5 again with
 # the teacher scoring every augmented batch, blended by mixup (--teacher-online --mixup 0.2), and once more
 # with the teacher online and the student's test-time flip on in training (--student-arg flip=true: the
 # recipe of the shipped emoxnetlite.ferplus).
@@ -156,10 +156,10 @@ if [ -f "$OUT/emoxnet/config.json" ]; then
     student emoxnetlite_w075 --student-arg 'student={"backbone": "resnet10", "args": {"width": 0.75}}'
     student emoxnetlite_mx3 --student-arg 'student={"backbone": "mini_xception", "args": {"width": 3.0}}'
     # consistent teaching with mixup: the teacher scores every augmented, blended batch (on the CPU this
-    # fine-tune was the best of all, results/ferplus/notes/emoxnetlite.md)
+    # fine-tune was the best of all, results/emoxnetlite.ferplus/notes.md)
     student emoxnetlite_online --teacher-online --mixup 0.2
     # the shipped student's recipe: the loss is taken on its logits averaged over the face and its mirror
-    # (on the CPU, 4 + 2 epochs of it lifted the student to 85.11 %, results/ferplus/notes/emoxnetlite.md)
+    # (on the CPU, 4 + 2 epochs of it lifted the student to 85.11 %, results/emoxnetlite.ferplus/notes.md)
     student emoxnetlite_flip --teacher-online --student-arg flip=true
     wait
 fi

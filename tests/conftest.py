@@ -16,6 +16,51 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 REPO = Path(__file__).resolve().parents[1]
 
 
+def softmax(z, T=1.0):
+    """Reference softmax of a list of floats at temperature ``T``, written out to check the library against."""
+    import math
+
+    e = [math.exp(v / T) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def _tiny_net():
+    from torch import nn
+
+    import emozoo
+
+    class TinyNet(emozoo.BackboneBase):
+        """A 4-channel backbone small enough to build, save and push in milliseconds."""
+
+        def __init__(self, num_classes=8, in_chans=1):
+            super().__init__()
+            self.conv = nn.Conv2d(in_chans, 4, 3, 2, 1)
+            self.num_features, self.num_classes = 4, num_classes
+            self.fc = nn.Linear(4, num_classes)
+
+        def forward_features(self, x):
+            return self.conv(x).mean((2, 3))
+
+        def forward_head(self, f):
+            return self.fc(f)
+
+    return TinyNet
+
+
+TinyNet = _tiny_net()
+
+
+@pytest.fixture(scope="module")
+def cli():
+    """``cli(*args)``: run the emozoo command line in-process (click's CliRunner); arguments may be paths."""
+    from click.testing import CliRunner
+
+    from emozoo.cli import build_cli
+
+    runner, group = CliRunner(), build_cli()
+    return lambda *args: runner.invoke(group, [str(a) for a in args])
+
+
 @pytest.fixture
 def plugin():
     """Register plugin objects for one test: ``plugin(obj, name, distribution=None)`` (the distribution as if

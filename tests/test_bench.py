@@ -9,28 +9,14 @@ import sys
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
 import emozoo
-import emozoo.workflows
 from emozoo import bench as B
-from emozoo.cli import build_cli
-from emozoo.data import FER2013_LABELS
 
 from conftest import REPO
 
 FAST = ("--min-runs", "3", "--max-time", "0.05", "--no-roofline", "--threads", "1")
-
-
-@pytest.fixture(scope="module")
-def cli():
-    root = build_cli()
-
-    def run(*args):
-        return CliRunner().invoke(root, [str(a) for a in args])
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -262,34 +248,6 @@ def test_bench_compile_backend(cli, folders):
     assert row["error"] is None and row["median_ms"] > 0, row["error"]
 
 
-def test_tta_views_script_scores_each_view_like_eval(fer_csv, tmp_path):
-    torch.manual_seed(0)
-    lite = emozoo.save_pretrained(emozoo.create("emoxnetlite", student=("resnet10", {"width": 0.25}),
-                                                label_names=FER2013_LABELS), tmp_path / "lite")
-    out = tmp_path / "tta.json"
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tta_views.py"), str(lite), "--data", str(fer_csv),
-                          "--threads", "1", "--out", str(out)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(out.read_text())
-    plain = emozoo.workflows.evaluate_model(str(lite), str(fer_csv), "PublicTest", progress=False)
-    assert result["n"] == plain["n"] == 64
-    assert result["views"]["identity"]["alone"] == round(plain["accuracy"], 4)
-    assert result["sets"]["all 4px, zooms, rotations"]["views"] == 18
-    assert result["sets"]["identity + mirror"]["views"] == 2 and result["sets"]["+ 1px shifts"]["views"] == 10
-    assert "identity + mirror" in run.stdout
-    # --views computes only those; sets that need others are left out, an unknown name is refused
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tta_views.py"), str(lite), "--data", str(fer_csv),
-                          "--threads", "1", "--views", "identity,right 1px,left 1px,down 1px,up 1px",
-                          "--out", str(out)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    subset = json.loads(out.read_text())
-    assert sorted(subset["sets"]) == ["+ 1px shifts", "identity + mirror"]
-    assert subset["sets"]["+ 1px shifts"] == result["sets"]["+ 1px shifts"]
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tta_views.py"), str(lite), "--data", str(fer_csv),
-                          "--views", "sideways"], capture_output=True, text=True)
-    assert run.returncode == 2 and "unknown view(s) ['sideways']" in run.stderr
-
-
 def test_train_speed_script_times_both_augmentation_paths(fer_csv, tmp_path):
     out = tmp_path / "speed.json"
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "resnet10", "--model-arg",
@@ -301,180 +259,3 @@ def test_train_speed_script_times_both_augmentation_paths(fer_csv, tmp_path):
     assert all(r["images_per_s"] > 0 and r["epoch_s"] > 0 for r in report["rows"])
     ratio = report["rows"][1]["images_per_s"] / report["rows"][0]["images_per_s"]
     assert report["speedup"] == round(ratio, 2) and "x the images/s of the loader path" in run.stdout
-
-
-def _two_members(tmp_path, **provenance):
-    """A width-0.25 ResNet-10 and a width-0.5 mini-Xception saved as member folders (random weights)."""
-    torch.manual_seed(0)
-    return [emozoo.save_pretrained(emozoo.create(name, label_names=FER2013_LABELS, **args), tmp_path / name,
-                                   **provenance)
-            for name, args in (("resnet10", {"width": 0.25}), ("mini_xception", {"width": 0.5}))]
-
-
-def _member_script(script, members, fer_csv, *args):
-    """Run ``benchmarks/<script> --members ...`` on the small FER2013 csv, one thread."""
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--members", *map(str, members),
-                           "--data", str(fer_csv), "--threads", "1", *args], capture_output=True, text=True)
-
-
-def test_fusion_search_over_member_folders_scores_rows_like_eval(fer_csv, tmp_path):
-    dirs = _two_members(tmp_path)
-
-    def search(*args, members=dirs):
-        return _member_script("fusion_search.py", members, fer_csv, *args)
-
-    out = tmp_path / "rows.jsonl"
-    run = search("--fusions", "mean_logit", "--flip", "on", "--out", str(out))
-    assert run.returncode == 0, run.stderr
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(len(r["members"]), r["fusion"], r["flip"], r["n"]) for r in rows] == [
-        (1, "mean_logit", True, 64), (1, "mean_logit", True, 64), (2, "mean_logit", True, 64)]
-    members = [emozoo.create(f"local-dir:{d}", pretrained=True) for d in dirs]
-    pair = emozoo.workflows.assemble_ensemble(members, "mean_logit", flip=True)
-    assert rows[2]["accuracy"] == round(emozoo.workflows.evaluate_model(pair, str(fer_csv), "PublicTest",
-                                                                         progress=False)["accuracy"], 4)
-    run = search("--fusions", "learned_weights")
-    assert run.returncode != 0 and "no training holdout" in run.stderr
-    run = search("--fusions", "mean_logt")
-    assert run.returncode == 2 and "unknown mean_logt; choose from" in run.stderr
-    other = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS[::-1]),
-                                   tmp_path / "reversed")
-    run = search(members=[dirs[0], other])
-    assert run.returncode == 1 and "Traceback" not in run.stderr
-    assert f"{other}: its labels or input spec differ from {dirs[0]}'s" in run.stderr
-
-
-def test_fusion_search_holdout_scores_the_faces_every_member_kept_aside(fer_csv, tmp_path):
-    """--holdout: the second split a row picked on PublicTest can be checked on (majority labels, no fitting)."""
-    from torch.utils.data import Subset
-
-    from emozoo.data.transforms import eval_transform
-    from emozoo.train import holdout_split, preload
-
-    dirs = _two_members(tmp_path, recipe={"holdout": 0.25})
-
-    def search(*args, members=dirs):
-        return _member_script("fusion_search.py", members, fer_csv, *args)
-
-    out = tmp_path / "rows.jsonl"
-    run = search("--holdout", "--fusions", "mean_prob", "--flip", "off", "--out", str(out))
-    assert run.returncode == 0, run.stderr
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(len(r["members"]), r["n"], r["split"]) for r in rows] == [(1, 80, "Training holdout (0.25)")] * 2 + [
-        (2, 80, "Training holdout (0.25)")]
-    members = [emozoo.create(f"local-dir:{d}", pretrained=True).eval() for d in dirs]
-    data = emozoo.workflows.open_split(str(fer_csv), "Training", eval_transform(members[0].config.input),
-                                       list(FER2013_LABELS))
-    x, y = preload(Subset(data, holdout_split(len(data), 0.25)[1]))
-    with torch.no_grad():
-        probs = sum(m(x).softmax(-1) for m in members) / 2
-    assert rows[2]["accuracy"] == round((probs.argmax(1) == y).float().mean().item(), 4)
-    run = search("--holdout", "--fusions", "learned_weights")
-    assert run.returncode == 2 and "search --fusions mean_prob,mean_logit" in run.stderr
-    bare = [emozoo.save_pretrained(emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS), tmp_path / "b")]
-    run = search("--holdout", "--fusions", "mean_prob", members=bare)
-    assert run.returncode == 1 and "--holdout has nothing to score on" in run.stderr
-
-
-def test_fitted_fusions_script_fits_on_the_holdout_and_scores_the_plain_means_like_eval(fer_csv, tmp_path):
-    dirs = _two_members(tmp_path, recipe={"holdout": 0.25})
-
-    def run_script(*members, out=None):
-        return _member_script("fitted_fusions.py", members, fer_csv, *(["--out", str(out)] if out else []))
-
-    out = tmp_path / "rows.jsonl"
-    run = run_script(*dirs, out=out)
-    assert run.returncode == 0, run.stderr
-    rows = {r["fusion"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert sorted(rows) == ["class_bias", "mean_logit", "mean_prob", "scaled_logit", "temperature_prob"]
-    assert all(r["n"] == 64 and r["accuracy"] == round(r["correct"] / 64, 4) for r in rows.values())
-    members = [emozoo.create(f"local-dir:{d}", pretrained=True) for d in dirs]
-    for fusion in ("mean_logit", "mean_prob"):
-        pair = emozoo.workflows.assemble_ensemble(members, fusion, flip=True)
-        expected = emozoo.workflows.evaluate_model(pair, str(fer_csv), "PublicTest", progress=False)["accuracy"]
-        assert rows[fusion]["accuracy"] == round(expected, 4)
-    bare = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS), tmp_path / "b")
-    run = run_script(dirs[0], bare)
-    assert run.returncode == 1 and "share no training holdout" in run.stderr and "Traceback" not in run.stderr
-
-
-def test_weight_soup_script_scores_the_mean_of_the_weights(fer_csv, tmp_path):
-    folders = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS)
-        folders.append(emozoo.save_pretrained(model, tmp_path / f"m{seed}"))
-    out = tmp_path / "soup.json"
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "weight_soup.py"), *map(str, folders), "--data",
-                          str(fer_csv), "--recount", "32", "--threads", "1", "--out", str(out)],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(out.read_text())
-    a, b = (emozoo.create(f"local-dir:{f}", pretrained=True) for f in folders)
-    a.load_state_dict({k: (v + b.state_dict()[k]) / 2 if v.is_floating_point() else v for k, v in a.state_dict().items()})
-    expected = emozoo.workflows.evaluate_model(a, str(fer_csv), "PublicTest", progress=False)["accuracy"]
-    assert result["soup"] == round(expected, 4) and set(result["models"]) == set(map(str, folders))
-    other = emozoo.save_pretrained(emozoo.create("resnet10", width=0.5, label_names=FER2013_LABELS), tmp_path / "w")
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "weight_soup.py"), str(folders[0]), str(other),
-                          "--data", str(fer_csv)], capture_output=True, text=True)
-    assert run.returncode == 1 and "not the same architecture" in run.stderr
-
-
-def test_bn_recount_script_measures_the_statistics_afresh(fer_csv, tmp_path):
-    torch.manual_seed(0)
-    folder = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25, label_names=FER2013_LABELS), tmp_path / "m")
-    out, saved = tmp_path / "bn.json", tmp_path / "bn.safetensors"
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bn_recount.py"), str(folder), "--data", str(fer_csv),
-                          "--faces", "200", "--threads", "1", "--save", str(saved), "--out", str(out)],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(out.read_text())
-    model = emozoo.create(f"local-dir:{folder}", pretrained=True)
-    before = emozoo.workflows.evaluate_model(model, str(fer_csv), "PublicTest", progress=False)
-    assert result["before"]["accuracy"] == round(before["accuracy"], 4) and result["faces"] == 200
-    # the first BatchNorm's recounted mean is the mean of its input over the 200 faces (one batch)
-    from safetensors.torch import load_file
-    from torch.utils.data import Subset
-    from emozoo.data import eval_transform
-    from emozoo.workflows import open_split
-    train = open_split(str(fer_csv), "Training", eval_transform(model.config.input), model.config.label_names)
-    faces = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:200].tolist()
-    x = torch.stack([train[i][0] for i in faces])
-    name, bn = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d))
-    seen = []
-    handle = bn.register_forward_hook(lambda m, inp, o: seen.append(inp[0]))
-    with torch.no_grad():
-        model.eval()(x)
-    handle.remove()
-    recounted = load_file(str(saved))
-    assert torch.allclose(recounted[f"{name}.running_mean"], seen[0].mean(dim=(0, 2, 3)), atol=1e-5)
-    assert not torch.allclose(recounted[f"{name}.running_mean"], bn.running_mean)
-    model.load_state_dict(recounted)
-    after = emozoo.workflows.evaluate_model(model, str(fer_csv), "PublicTest", progress=False)
-    assert result["after"]["accuracy"] == round(after["accuracy"], 4)
-
-
-def test_bn_recount_script_recounts_only_the_chosen_members(fer_csv, tmp_path):
-    torch.manual_seed(0)
-    model = emozoo.create("emoxnet", members=[("resnet10", {"width": 0.25}), ("mini_xception", {"width": 0.5})],
-                          flip=True, label_names=FER2013_LABELS)
-    folder = emozoo.save_pretrained(model, tmp_path / "ens")
-    saved = tmp_path / "bn.safetensors"
-
-    def recount(*args):
-        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "bn_recount.py"), str(folder), "--data",
-                               str(fer_csv), "--faces", "64", "--threads", "1", *args], capture_output=True, text=True)
-
-    run = recount("--members", "1", "--save", str(saved))
-    assert run.returncode == 0, run.stderr
-    from safetensors.torch import load_file
-    recounted, trained = load_file(str(saved)), model.state_dict()
-    stats = [k for k in trained if k.endswith("running_mean")]
-    assert all(torch.equal(recounted[k], trained[k]) for k in stats if k.startswith("members.0."))
-    assert not any(torch.equal(recounted[k], trained[k]) for k in stats if k.startswith("members.1."))
-    run = recount("--members", "2")
-    assert run.returncode == 1 and "has members 0-1, not 2" in run.stderr and "Traceback" not in run.stderr
-    run = recount("--members", "0,x")
-    assert run.returncode == 2 and "member numbers, e.g. 2 or 0,3, not '0,x'" in run.stderr and "Traceback" not in run.stderr
-    run = recount("--faces", "-1")
-    assert run.returncode == 2 and "--faces must be 0 (all) or a positive number" in run.stderr

@@ -2,19 +2,12 @@
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from emozoo.cli import build_cli
 
 
-@pytest.fixture(scope="module")
-def run():
-    cli = build_cli()
 
-    def invoke(*args):
-        return CliRunner().invoke(cli, list(args))
-
-    return invoke
+@pytest.fixture
+def run(cli):
+    return cli
 
 
 def test_models_list(run):

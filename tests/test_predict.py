@@ -9,12 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 import emozoo
 from emozoo._predict import crop_face, load_image
-from emozoo.cli import build_cli
 from emozoo.errors import DataError
 
 from conftest import REPO
@@ -33,12 +31,6 @@ def photo():
 def model():
     torch.manual_seed(0)
     return emozoo.create("emoxnetlite")  # random weights: these tests never depend on accuracy
-
-
-@pytest.fixture(scope="module")
-def cli():
-    runner, group = CliRunner(), build_cli()
-    return lambda *args: runner.invoke(group, [str(a) for a in args])
 
 
 def iou(a, b):

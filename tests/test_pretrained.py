@@ -45,7 +45,7 @@ def test_the_model_card_states_results_labels_input_recipe_terms_and_citation(na
     assert meta["library_name"] == "emozoo" and meta["license"] == config["license"]
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == config["metrics"]["PublicTest"]["accuracy"]
     accuracy = config["metrics"]["PublicTest"]["accuracy"]
-    for text in (f"| PublicTest | {accuracy:.4f} |", "| 7 | contempt |", "resized to 48x48, 1 channel(s)",
+    for text in (f"| PublicTest | {accuracy:.4f} |", "| 7 contempt |", "resized to 48x48, 1 channel(s)",
                  "## Training recipe", "FER2013", "MIT licence", "arXiv:2106.16126",
                  f"`emozoo eval {name} --data ferplus --split PublicTest`", f'emozoo.create("{name}", pretrained=True)'):
         assert text in card.text, text
@@ -76,7 +76,7 @@ def test_pretrained_true_works_offline_with_an_empty_cache(tmp_path):
 
 
 def test_the_shipped_ensembles_members_keep_their_training_holdout_when_unpacked(tmp_path):
-    """So that a learned fusion (or benchmarks/fitted_fusions.py) can be fitted over them again."""
+    """So that a learned fusion can be fitted over them again."""
     result = CliRunner().invoke(build_cli(), ["unpack", "emoxnet.ferplus", "--out", str(tmp_path / "m"), "--json"])
     assert result.exit_code == 0, result.output
     paths = json.loads(result.stdout)["members"]

@@ -11,18 +11,7 @@ from emozoo import hookspecs, plugins
 from emozoo._registry import ARCHITECTURES, DISTILL_LOSSES, FACE_DETECTORS, FUSIONS
 
 
-class TinyNet(emozoo.BackboneBase):
-    def __init__(self, num_classes=8, in_chans=1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_chans, 4, 3, 2, 1)
-        self.num_features, self.num_classes = 4, num_classes
-        self.fc = nn.Linear(4, num_classes)
-
-    def forward_features(self, x):
-        return self.conv(x).mean((2, 3))
-
-    def forward_head(self, f):
-        return self.fc(f)
+from conftest import TinyNet  # noqa: E402
 
 
 def test_builtins_are_registered_through_the_hooks():

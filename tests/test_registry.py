@@ -314,5 +314,12 @@ def test_hook_register_commands(plugin):
     assert result.exit_code == 0 and "hello from a plugin" in result.output
 
 
-def test_plugins_metadata_version_matches():
-    assert emozoo.__version__ == importlib.metadata.version("emozoo")
+def test_the_version_is_released_in_the_changelog_and_installed_metadata():
+    """The one version string (``emozoo/_version.py``) has its dated CHANGELOG section, and the installed
+    package metadata, which pyproject.toml reads from that file, agrees."""
+    import re
+    from pathlib import Path
+
+    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    assert re.search(rf"^## \[{re.escape(emozoo.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M)
+    assert importlib.metadata.version("emozoo") == emozoo.__version__

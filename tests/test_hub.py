@@ -124,6 +124,38 @@ def test_pull_fetches_a_standard_snapshot_and_builds_from_its_config(olah, hf, t
     assert f"pulled acme/pull@{sha} (resnet10, 8 labels)" in result.stdout
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["download", "from-cache"])
+def test_one_load_parses_the_config_once_and_hashes_the_weights_once(olah, hf, tmp_path, monkeypatch, cached):
+    """Downloaded or served from the cache, a Hub model's config.json is read once and its weights hashed
+    once per create() (before 0.2 the cache path read it twice and hashed the 77 MB ensemble twice)."""
+    import emozoo._builder
+    import emozoo._config
+    import emozoo._weights
+
+    folder = saved(tiny(3), tmp_path / "m")
+    olah.publish("acme/counted", folder)
+    hf(olah.url)
+    if cached:
+        emozoo.pull("acme/counted")
+    counts = {"parse": 0, "hash": 0}
+    real_from_dict, real_sha = emozoo.ModelConfig.from_dict.__func__, emozoo._weights.sha256_file
+
+    def counted_from_dict(cls, *args, **kwargs):
+        counts["parse"] += 1
+        return real_from_dict(cls, *args, **kwargs)
+
+    def counted_sha(path):
+        counts["hash"] += 1
+        return real_sha(path)
+
+    monkeypatch.setattr(emozoo._config.ModelConfig, "from_dict", classmethod(counted_from_dict))
+    for module in (emozoo._weights, emozoo._builder):
+        monkeypatch.setattr(module, "sha256_file", counted_sha)
+    model = emozoo.create("hf-hub:acme/counted", pretrained=True)
+    assert counts == {"parse": 1, "hash": 1}
+    assert model.config.weights_sha256 == real_sha(folder / "model.safetensors")
+
+
 def test_a_pinned_revision_never_changes(olah, hf, tmp_path):
     first, second = tiny(1), tiny(2)
     sha1 = olah.publish("acme/pinned", saved(first, tmp_path / "1"), "first")

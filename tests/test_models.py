@@ -336,3 +336,37 @@ def test_model_card_says_when_emoxnetlite_flips():
     card = model_card(emozoo.create("emoxnetlite", flip=True).config, "org/lite")
     assert "Test-time flip (`flip: true`)" in card and "flip=False" in card
     assert "flip" not in model_card(emozoo.create("emoxnetlite").config, "org/lite").lower()
+
+
+@pytest.mark.parametrize("name,heads", [
+    ("emoxnetlite.ferplus", {"head.fc"}),
+    ("emoxnet.ferplus", {f"members.{i}.head.fc" for i in range(5)}),
+])
+def test_pretrained_with_other_classes_keeps_all_but_the_heads(name, heads, caplog):
+    """timm's fine-tuning convention: create(..., pretrained=True, num_classes=N or label_names=...) loads every
+    weight except the classifier head(s), which start fresh, and says so in one log line."""
+    import logging
+
+    reference = emozoo.create(name, pretrained=True).state_dict()
+    with caplog.at_level(logging.INFO, logger="emozoo"):
+        model = emozoo.create(name, pretrained=True, label_names=["calm", "joy", "anger"])
+    assert model.config.label_names == ("calm", "joy", "anger") and model.config.name is None
+    assert model.config.metrics == {} and model.config.recipe["init"] == name
+    state = model.state_dict()
+    fresh = {k for k in state if k.rsplit(".", 1)[0] in heads}
+    assert fresh and all(state[k].shape[0] == 3 for k in fresh if k.endswith(".weight"))
+    assert all(torch.equal(v, reference[k]) for k, v in state.items() if k not in fresh)
+    [line] = [r.getMessage() for r in caplog.records if "start fresh" in r.getMessage()]
+    assert all(h in line for h in heads) and "calm, joy, anger" in line
+    assert emozoo.create(name, pretrained=True, num_classes=2).config.label_names == ("class_0", "class_1")
+    assert emozoo.create(name, pretrained=True, num_classes=8).config.name == name  # same classes: as published
+
+
+def test_a_saved_folder_loads_from_a_path_string_or_pathlib(tmp_path):
+    model = emozoo.create("resnet10", width=0.25).eval()
+    folder = emozoo.save_pretrained(model, tmp_path / "saved")
+    x = torch.randn(2, 1, 48, 48)
+    for spec in (folder, str(folder), f"local-dir:{folder}"):
+        assert torch.equal(emozoo.create(spec, pretrained=True).eval()(x), model(x))
+    with pytest.raises(emozoo.ConfigError, match="not found"):
+        emozoo.create(tmp_path / "missing", pretrained=True)

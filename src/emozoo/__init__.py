@@ -18,7 +18,7 @@ from ._models import EmoXNet
 from ._profile import count_macs, count_params
 from ._weights import load_weights, save_pretrained
 from ._detectors import Face, create_detector, list_detectors
-from ._predict import Prediction, Predictor, iter_predict, predict
+from .inference import Prediction, Predictor, iter_predict, predict
 from ._registry import register_backbone, register_distill_loss, register_face_detector, register_fusion
 from .errors import (ConfigError, DataError, DuplicateNameError, EmozooError, ExportError, PluginError,
                      UnknownBackboneError, UnknownDistillLossError, UnknownFaceDetectorError, UnknownFusionError,

@@ -178,7 +178,7 @@ def test_unpack_refuses_to_overwrite_members_without_force(member, fer_csv, tmp_
 
 
 def test_distill_caches_teacher_outputs(member, fer_csv, tmp_path, monkeypatch):
-    import emozoo.workflows as wf
+    import emozoo.workflows.distill as wf  # where teacher_outputs looks predict_logits up
 
     calls = []
     real = wf.predict_logits

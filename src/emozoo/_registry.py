@@ -163,3 +163,7 @@ def register_face_detector(name: str, factory: Callable | None = None, *, descri
     ``register_face_detectors`` hook); ``emozoo.predict(..., detector=name)`` then uses it.
     """
     return _user_register(FACE_DETECTORS, name, factory, description)
+
+
+DATASETS = Registry("dataset", errors.UnknownDatasetError)
+HOOK_REGISTRIES["register_datasets"] = DATASETS

@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "emozoo.builtins.fusion",
     "emozoo.builtins.distill",
     "emozoo.builtins.detectors",
+    "emozoo.builtins.datasets",
 )
 
 pm = pluggy.PluginManager("emozoo")

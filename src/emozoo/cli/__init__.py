@@ -1,4 +1,9 @@
-"""The ``emozoo`` command line. Each command group lives in its own module of this package."""
+"""The ``emozoo`` command line. Each command group lives in its own module of this package.
+
+Commands are module-level click commands (``from emozoo.cli.predict import predict_cmd``), listed in each
+module's ``COMMANDS`` and attached to a fresh root group by :func:`build_cli`, which then lets plugins add
+theirs (``register_commands``).
+"""
 from __future__ import annotations
 
 import json
@@ -39,7 +44,8 @@ def build_cli() -> click.Group:
         """emozoo: facial expression recognition models (EmoXNet, EmoXNetLite) and their plugins."""
 
     for module in (models, plugins, train, hub, bench, predict):
-        module.register(cli)
+        for command in module.COMMANDS:
+            cli.add_command(command)
     call_register_commands(cli)
     return cli
 

@@ -478,3 +478,17 @@ def test_bn_recount_script_recounts_only_the_chosen_members(fer_csv, tmp_path):
     assert run.returncode == 2 and "member numbers, e.g. 2 or 0,3, not '0,x'" in run.stderr and "Traceback" not in run.stderr
     run = recount("--faces", "-1")
     assert run.returncode == 2 and "--faces must be 0 (all) or a positive number" in run.stderr
+
+
+def test_export_calibration_data_is_explicit_or_a_documented_fallback(cli, folders, fer_csv, tmp_path, monkeypatch):
+    needs_onnx()
+    result = cli("export", folders["r10"], "--out", tmp_path / "a.onnx", "--calibration-data", tmp_path / "none.csv")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "calibration data" in result.output and "no training faces can be read" in result.output
+    monkeypatch.setenv("EMOZOO_CALIBRATION_DATA", str(fer_csv))
+    report = json.loads(cli("export", folders["r10"], "--out", tmp_path / "b.onnx", "--json").stdout)
+    assert report["n_real"] > 0
+    monkeypatch.delenv("EMOZOO_CALIBRATION_DATA")
+    monkeypatch.setattr("emozoo.data.specs.DEFAULT_FERPLUS_NPZ", tmp_path / "absent.npz")
+    report = json.loads(cli("export", folders["r10"], "--out", tmp_path / "c.onnx", "--json").stdout)
+    assert report["n_real"] == 0  # no data anywhere: random inputs only, and the report counts none

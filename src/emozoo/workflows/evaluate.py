@@ -35,7 +35,7 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     model.eval()
     reference = model
     if backend != "eager":
-        from .export import onnx_model
+        from ..export import onnx_model
 
         if backend not in ("onnx", "int8"):
             raise errors.ConfigError(f"unknown backend {backend!r}; choose eager, onnx or int8")

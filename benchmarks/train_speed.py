@@ -21,7 +21,7 @@ from torch.utils.data import Subset
 import emozoo
 from emozoo.cli.train import parse_kv
 from emozoo.train import Recipe, device_for, fit
-from emozoo.workflows import _train_transform, open_split
+from emozoo.workflows import open_split, train_transform_for
 
 
 def measure(name: str, model_args: dict, data_spec: str, images: int, batch_augment: bool, batch_size: int,
@@ -30,7 +30,7 @@ def measure(name: str, model_args: dict, data_spec: str, images: int, batch_augm
     torch.manual_seed(0)
     model = emozoo.create(name, label_names=data.label_names, **model_args)
     recipe = Recipe(epochs=2, batch_size=batch_size, num_workers=num_workers, batch_augment=batch_augment)
-    data.transform = _train_transform(model.config.input, recipe)
+    data.transform = train_transform_for(model.config.input, recipe)
     images = min(images, len(data))
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()

@@ -259,3 +259,17 @@ def test_train_speed_script_times_both_augmentation_paths(fer_csv, tmp_path):
     assert all(r["images_per_s"] > 0 and r["epoch_s"] > 0 for r in report["rows"])
     ratio = report["rows"][1]["images_per_s"] / report["rows"][0]["images_per_s"]
     assert report["speedup"] == round(ratio, 2) and "x the images/s of the loader path" in run.stdout
+
+
+def test_export_calibration_data_is_explicit_or_a_documented_fallback(cli, folders, fer_csv, tmp_path, monkeypatch):
+    needs_onnx()
+    result = cli("export", folders["r10"], "--out", tmp_path / "a.onnx", "--calibration-data", tmp_path / "none.csv")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "calibration data" in result.output and "no training faces can be read" in result.output
+    monkeypatch.setenv("EMOZOO_CALIBRATION_DATA", str(fer_csv))
+    report = json.loads(cli("export", folders["r10"], "--out", tmp_path / "b.onnx", "--json").stdout)
+    assert report["n_real"] > 0
+    monkeypatch.delenv("EMOZOO_CALIBRATION_DATA")
+    monkeypatch.setattr("emozoo.data.specs.DEFAULT_FERPLUS_NPZ", tmp_path / "absent.npz")
+    report = json.loads(cli("export", folders["r10"], "--out", tmp_path / "c.onnx", "--json").stdout)
+    assert report["n_real"] == 0  # no data anywhere: random inputs only, and the report counts none

@@ -81,3 +81,20 @@ def test_version(run):
     import emozoo
 
     assert emozoo.__version__ in run("--version").output
+
+
+def test_commands_are_module_level_and_run_on_their_own():
+    from emozoo.cli.bench import bench_cmd, export_cmd
+    from emozoo.cli.hub import pull_cmd, push_cmd
+    from emozoo.cli.models import info_cmd, list_cmd, models_group
+    from emozoo.cli.plugins import plugins_cmd
+    from emozoo.cli.predict import predict_cmd
+    from emozoo.cli.train import distill_cmd, ensemble_cmd, eval_cmd, train_cmd, unpack_cmd
+
+    root = build_cli()
+    for cmd in (bench_cmd, export_cmd, pull_cmd, push_cmd, info_cmd, models_group, plugins_cmd, predict_cmd,
+                distill_cmd, ensemble_cmd, eval_cmd, train_cmd, unpack_cmd):
+        assert root.commands[cmd.name] is cmd
+    assert models_group.commands["list"] is list_cmd
+    result = CliRunner().invoke(list_cmd, ["resnet*", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output) == ["resnet10", "resnet18"]

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import emozoo
-from emozoo._predict import crop_face, load_image
+from emozoo.inference import crop_face, load_image
+from emozoo.cli import build_cli
 from emozoo.errors import DataError
 
 from conftest import REPO
@@ -272,7 +273,7 @@ def test_cli_camera_without_display(cli, video, monkeypatch, tmp_path):
     result = cli("predict", "--camera", 0)
     assert result.exit_code == 1 and "there is none (DISPLAY is not set)" in result.output
     # with somewhere to write, it runs headless: here "camera 0" is the test video
-    monkeypatch.setattr("emozoo._predict.open_capture", lambda source: cv2.VideoCapture(str(video)))
+    monkeypatch.setattr("emozoo.inference.sources.open_capture", lambda source: cv2.VideoCapture(str(video)))
     result = cli("predict", "--camera", 0, "--csv", tmp_path / "cam.csv", "--detector", "full")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "cam.csv").open()))

@@ -156,8 +156,9 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) 
 
 
 def test_every_hookspec_is_documented_and_tested():
-    assert set(HOOKS) == {"register_backbones", "register_architectures", "register_fusions", "register_distill_losses",
-                          "register_face_detectors", "register_commands"}
+    assert set(HOOKS) == {"register_backbones", "register_architectures", "register_fusions",
+                          "register_distill_losses", "register_face_detectors", "register_commands",
+                          "register_datasets"}
     for name in HOOKS:
         doc = inspect.getdoc(getattr(hookspecs, name))
         assert doc and len(doc) > 40, f"hookspec {name} needs a docstring"
@@ -323,3 +324,62 @@ def test_the_version_is_released_in_the_changelog_and_installed_metadata():
     changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
     assert re.search(rf"^## \[{re.escape(emozoo.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M)
     assert importlib.metadata.version("emozoo") == emozoo.__version__
+
+
+def test_hook_register_datasets(plugin, tmp_path):
+    """A plugin adds a data format (a company CSV of ``path,label`` rows): open_dataset and --data find it by name."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from emozoo.cli import build_cli
+    from emozoo.data import DATASETS, FaceDataset, open_dataset
+    from emozoo.errors import DataError, UnknownDatasetError
+
+    class CompanyCsv(FaceDataset):
+        """path,label rows; one file per split, e.g. faces.csv."""
+
+        def __init__(self, path, split, transform=None, label_names=None):
+            lines = Path(path).read_text().split()[1:]
+            self.files = [Path(path).parent / line.split(",")[0] for line in lines]
+            labels = [line.split(",")[1] for line in lines]
+            names = sorted(set(labels))
+            self.split, self.transform = split, transform
+            self._set_labels(names, np.array([names.index(x) for x in labels]), label_names, str(path))
+
+        def load_image(self, index):
+            return Image.open(self.files[index]).convert("L")
+
+    class P:
+        @emozoo.hookimpl
+        def register_datasets(self, register):
+            register("mycsv", CompanyCsv)
+
+    rng = np.random.default_rng(0)
+    rows = ["path,label"]
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{'happiness' if i % 2 else 'neutral'}")
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    plugin(P(), "p_datasets")
+    assert DATASETS.get("mycsv").owner == "p_datasets"
+    data = open_dataset(f"mycsv:{tmp_path / 'faces.csv'}", "test")
+    assert type(data) is CompanyCsv and len(data) == 6 and data.label_names == ("happiness", "neutral")
+
+    folder = tmp_path / "tiny"
+    emozoo.save_pretrained(emozoo.create("resnet10", width=0.25), folder)
+    result = CliRunner().invoke(build_cli(), ["eval", str(folder), "--data", f"mycsv:{tmp_path / 'faces.csv'}",
+                                              "--split", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["n"] == 6 and doc["data"] == f"mycsv:{tmp_path / 'faces.csv'}"
+
+    with pytest.raises(UnknownDatasetError, match="unknown data spec prefix 'mycvs'; did you mean mycsv") as info:
+        open_dataset(f"mycvs:{tmp_path / 'faces.csv'}", "test")
+    assert isinstance(info.value, DataError) and "\n" not in str(info.value)
+    result = CliRunner().invoke(build_cli(), ["eval", str(folder), "--data", "mycvs:faces.csv"])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        "Error: " + str(UnknownDatasetError("mycvs", DATASETS.names()))]

@@ -178,7 +178,7 @@ def test_unpack_refuses_to_overwrite_members_without_force(member, fer_csv, tmp_
 
 
 def test_distill_caches_teacher_outputs(member, fer_csv, tmp_path, monkeypatch):
-    import emozoo.workflows as wf
+    import emozoo.workflows.distill as wf  # where teacher_outputs looks predict_logits up
 
     calls = []
     real = wf.predict_logits
@@ -511,3 +511,37 @@ def test_mixup_trains_and_distils_with_the_teacher_online_only(member, fer_csv, 
     assert recipe["mixup"] == 0.2 and recipe["teacher_online"] is True
     result = cli("train", "resnet10", "--data", fer_csv, "--mixup", -1, "--out", tmp_path / "bad")
     assert result.exit_code == 1 and "mixup must be 0" in result.output
+
+
+def test_ensemble_search_picks_members_and_fusion_on_the_training_holdout(member, fer_csv, tmp_path):
+    from emozoo.data import eval_transform
+    from emozoo.train import predict_logits
+    from emozoo.workflows import open_holdout
+
+    other = tmp_path / "other"
+    assert cli("train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--out", other, "--epochs", 1,
+               "--holdout", 0.2, *FAST).exit_code == 0
+    out = tmp_path / "searched"
+    result = cli("ensemble", member, other, "--search", "--data", fer_csv, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    rows, best = doc["search"]["rows"], doc["search"]["best"]
+    # each member alone (one row: every mean of one member is the member), and the pair under each fusion
+    assert [(r["members"], r["fusion"]) for r in rows] == [
+        ([str(member)], "mean_prob"), ([str(other)], "mean_prob"),
+        ([str(member), str(other)], "mean_prob"), ([str(member), str(other)], "mean_logit")]
+    assert all(r["split"] == "Training holdout (0.2)" and r["n"] == 64 for r in rows)  # never PublicTest
+    assert best["accuracy"] == max(r["accuracy"] for r in rows)
+    single = emozoo.create(f"local-dir:{member}", pretrained=True)
+    held = open_holdout(str(fer_csv), "Training", 0.2, eval_transform(single.config.input), single.config.label_names)
+    logits, targets = predict_logits(single, held)
+    assert rows[0]["accuracy"] == round((logits.argmax(1) == targets).float().mean().item(), 4)
+    model = emozoo.create(f"local-dir:{out}", pretrained=True)  # what was saved is the best row
+    assert model.config.recipe["members"] == best["members"] and model.config.recipe["fusion"] == best["fusion"]
+    text = cli("ensemble", member, other, "--search", "--data", fer_csv, "--out", tmp_path / "again")
+    assert text.exit_code == 0 and "Training holdout (0.2)" in text.output and "\n*" in text.output
+    refused = cli("ensemble", member, other, "--search", "--search-fusions", "mean_prob,stacking", "--data", fer_csv,
+                  "--out", tmp_path / "x")
+    assert refused.exit_code == 1 and "would flatter it" in refused.output
+    both = cli("ensemble", member, other, "--search", "--fusion", "mean_logit", "--data", fer_csv, "--out", tmp_path / "y")
+    assert both.exit_code == 1 and "give --fusion without --search" in both.output

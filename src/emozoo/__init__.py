@@ -13,7 +13,7 @@ from ._builder import create, list_models
 from ._config import FERPLUS_LABELS, InputSpec, ModelConfig
 from ._detectors import Face, create_detector, list_detectors, register_face_detector
 from ._models import ArchitectureCfg, PretrainedCfg
-from ._predict import Prediction, Predictor, iter_predict, predict
+from .inference import Prediction, Predictor, iter_predict, predict
 from ._profile import count_macs, count_params
 from ._publish import pull, push_to_hub
 from ._version import __version__
@@ -22,16 +22,17 @@ from .builtins.emoxnet import EmoXNet
 from .builtins.fusion import Fusion
 from .data.transforms import face_transform
 from .errors import (ConfigError, DataError, DuplicateNameError, EmozooError, ExportError, PluginError,
-                     UnknownBackboneError, UnknownDistillLossError, UnknownFaceDetectorError, UnknownFusionError,
-                     UnknownModelError, UnknownNameError, WeightsError)
+                     UnknownBackboneError, UnknownDatasetError, UnknownDistillLossError, UnknownFaceDetectorError,
+                     UnknownFusionError, UnknownModelError, UnknownNameError, WeightsError)
 from .hookspecs import hookimpl
-from .plugins import (list_backbones, list_distill_losses, list_fusions, load_plugins, register_backbone,
+from .plugins import (list_backbones, list_datasets, list_distill_losses, list_fusions, load_plugins, register_backbone,
                       register_distill_loss, register_fusion)
 
 __all__ = [
     "__version__",
     # models: create, list, save, publish
-    "create", "list_models", "list_backbones", "list_fusions", "list_distill_losses", "face_transform",
+    "create", "list_models", "list_backbones", "list_fusions", "list_distill_losses", "list_datasets",
+    "face_transform",
     "save_pretrained", "load_weights", "push_to_hub", "pull", "ModelConfig", "InputSpec", "FERPLUS_LABELS",
     "ArchitectureCfg", "PretrainedCfg", "EmoXNet", "Fusion", "BackboneBase", "TimmBackbone",
     "count_macs", "count_params",
@@ -42,6 +43,6 @@ __all__ = [
     "predict", "iter_predict", "Predictor", "Prediction", "Face", "create_detector", "list_detectors",
     # errors
     "EmozooError", "UnknownNameError", "UnknownModelError", "UnknownBackboneError", "UnknownFusionError",
-    "UnknownDistillLossError", "UnknownFaceDetectorError", "DuplicateNameError", "PluginError", "ConfigError",
+    "UnknownDistillLossError", "UnknownFaceDetectorError", "UnknownDatasetError", "DuplicateNameError", "PluginError", "ConfigError",
     "WeightsError", "DataError", "ExportError",
 ]

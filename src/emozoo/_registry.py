@@ -114,6 +114,7 @@ ARCHITECTURES = Registry("model", errors.UnknownModelError)
 FUSIONS = Registry("fusion", errors.UnknownFusionError)
 DISTILL_LOSSES = Registry("distillation loss", errors.UnknownDistillLossError)
 FACE_DETECTORS = Registry("face detector", errors.UnknownFaceDetectorError)
+DATASETS = Registry("dataset", errors.UnknownDatasetError)
 
 #: hook name -> the registry it fills (``register_backbones`` and ``register_architectures`` both fill
 #: :data:`ARCHITECTURES`: a backbone is an architecture that can also be an ensemble member)
@@ -123,6 +124,7 @@ HOOK_REGISTRIES = {
     "register_fusions": FUSIONS,
     "register_distill_losses": DISTILL_LOSSES,
     "register_face_detectors": FACE_DETECTORS,
+    "register_datasets": DATASETS,
 }
 
 

@@ -82,3 +82,15 @@ class DataError(EmozooError):
 
 class ExportError(EmozooError):
     """A model that could not be exported (e.g. to ONNX), or whose export does not reproduce PyTorch."""
+
+
+class UnknownDatasetError(UnknownNameError, DataError):
+    """A data spec ``NAME:PATH`` whose ``NAME`` no dataset reader registered (``register_datasets`` hook)."""
+
+    kind = "dataset"
+
+    def __init__(self, name: str, known: Iterable[str], kind: str | None = None, hint: str = ""):
+        super().__init__(name, known, kind, hint)
+        close = f"; did you mean {', '.join(self.matches)}?" if self.matches else ""
+        self.args = (f"unknown data spec prefix {name!r}{close} Known prefixes: {', '.join(self.known) or '(none)'}"
+                     + (f". {hint}" if hint else ""),)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import EmozooError, ExportError
+from .errors import DataError, EmozooError, ExportError
 
 #: float32 ONNX vs PyTorch: largest allowed absolute difference of the output probabilities (softmax).
 FLOAT_TOLERANCE = 1e-4
@@ -46,10 +46,12 @@ def require_onnx(*modules: str) -> None:
             raise EmozooError(f"ONNX export and ONNX Runtime need {module}: pip install \"emozoo[onnx]\"") from None
 
 
-def sample_faces(model: nn.Module, n: int, data_spec: str | None = "ferplus") -> torch.Tensor | None:
+def sample_faces(model: nn.Module, n: int, data_spec: str | None = "ferplus", *,
+                 required: bool = False) -> torch.Tensor | None:
     """``n`` training faces of ``data_spec`` as ``model``'s input batch, spread over the split; None when unreadable.
 
-    The training split is used (``Training``, else ``train``): never validation or test images.
+    The training split is used (``Training``, else ``train``): never validation or test images. With
+    ``required`` an unreadable ``data_spec`` is a :class:`emozoo.DataError` instead of None.
     """
     if not data_spec:
         return None
@@ -58,15 +60,20 @@ def sample_faces(model: nn.Module, n: int, data_spec: str | None = "ferplus") ->
     config = getattr(model, "config", None)
     if config is None:
         return None
+    reasons = []
     for split in ("Training", "train"):
         try:
             data = open_dataset(data_spec, split, transform=eval_transform(config.input))  # images only
-        except (EmozooError, OSError, TypeError, ValueError):
+        except (EmozooError, OSError, TypeError, ValueError) as exc:
+            reasons.append(str(exc))
             continue
         if len(data) == 0:
             continue
         index = np.linspace(0, len(data) - 1, min(n, len(data))).astype(int)
         return torch.stack([data[int(i)][0] for i in index])
+    if required:
+        why = reasons[0] if reasons else "its training split is empty"
+        raise DataError(f"calibration data {data_spec}: no training faces can be read ({why})")
     return None
 
 
@@ -187,20 +194,22 @@ class OnnxRuntimeModel(nn.Module):
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, int8: bool = False, data_spec: str | None = "ferplus",
-                input_shape: tuple[int, ...] | None = None, check: bool = True, strict: bool = True) -> ExportReport:
+                input_shape: tuple[int, ...] | None = None, check: bool = True, strict: bool = True,
+                require_data: bool = False) -> ExportReport:
     """Export ``model`` to ONNX at ``path`` (float32, or int8 with ``int8=True``) and check it against PyTorch.
 
     Inputs checked: :data:`CHECK_INPUTS` random normal inputs plus as many training faces of
     ``data_spec`` (when it can be read). int8 activations are calibrated on
     :data:`CALIBRATION_FACES` training faces of ``data_spec`` (random inputs when none can be read:
     the report says which). Raises :class:`ExportError` when the check fails; with ``strict=False``
-    a low int8 agreement is only reported (a float32 mismatch always raises).
+    a low int8 agreement is only reported (a float32 mismatch always raises). With ``require_data`` an
+    unreadable ``data_spec`` is a :class:`emozoo.DataError` rather than a fall-back to random inputs.
     """
     model = model.eval()
     shape = tuple(input_shape or model.config.input.shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    faces = sample_faces(model, CALIBRATION_FACES if int8 else CHECK_INPUTS, data_spec)
+    faces = sample_faces(model, CALIBRATION_FACES if int8 else CHECK_INPUTS, data_spec, required=require_data)
     real = None if faces is None else faces[torch.linspace(0, len(faces) - 1, min(CHECK_INPUTS, len(faces))).long()]
     calibration = ""
     with tempfile.TemporaryDirectory() as tmp:

@@ -86,3 +86,18 @@ def register_face_detectors(register):
 @hookspec
 def register_commands(cli):
     """Add commands to the ``emozoo`` command line; ``cli`` is the root ``click.Group``."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset readers, so that ``--data NAME:PATH`` and ``open_dataset("NAME:PATH", split)`` open them.
+
+    Call ``register(name, factory, description=None, **meta)``. For the spec ``NAME:LOCATION``,
+    ``LOCATION`` is split at commas and ``factory(*locations, split=split, **kwargs)`` is called, with
+    ``kwargs`` such as ``transform=`` and ``label_names=`` (and ``target="soft"`` for readers with vote
+    distributions; a reader without them raises ``TypeError`` and is used with hard labels). It returns
+    a ``torch.utils.data.Dataset`` of ``(image, target)`` pairs with the attributes ``label_names``,
+    ``targets`` and ``transform`` (subclass :class:`emozoo.data.FaceDataset` to get them), and raises
+    :class:`emozoo.DataError` naming the file for unreadable data. ``extensions=(".xyz",)`` in ``meta``
+    lets a bare path with that suffix (no ``NAME:``) pick this reader.
+    """

@@ -22,7 +22,7 @@ import pluggy
 
 from . import errors, hookspecs
 from ._models import ArchitectureCfg
-from ._registry import ARCHITECTURES, DISTILL_LOSSES, FUSIONS, HOOK_REGISTRIES, USER_OWNER, Registry, registries
+from ._registry import ARCHITECTURES, DATASETS, DISTILL_LOSSES, FUSIONS, HOOK_REGISTRIES, USER_OWNER, Registry, registries
 from ._version import __version__
 
 ENTRY_POINT_GROUP = "emozoo"
@@ -33,6 +33,7 @@ DEFAULT_PLUGINS = (
     "emozoo.builtins.fusion",
     "emozoo.builtins.distill",
     "emozoo.builtins.detectors",
+    "emozoo.builtins.datasets",
 )
 
 pm = pluggy.PluginManager("emozoo")
@@ -261,3 +262,8 @@ def list_distill_losses(pattern: str = "*") -> list[str]:
     load_plugins()
     return DISTILL_LOSSES.names(pattern)
 
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Names of the registered dataset readers (the ``NAME`` of ``--data NAME:PATH``), fnmatch-filtered."""
+    load_plugins()
+    return DATASETS.names(pattern)

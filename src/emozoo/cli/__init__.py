@@ -1,7 +1,11 @@
-"""The ``emozoo`` command line. Each command group lives in its own module of this package."""
+"""The ``emozoo`` command line. Each command group lives in its own module of this package.
+
+Commands are module-level click commands (``from emozoo.cli.predict import predict_cmd``), listed in each
+module's ``COMMANDS`` and attached to a fresh root group by :func:`build_cli`, which then lets plugins add
+theirs (``register_commands``).
+"""
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -23,10 +27,6 @@ class EmozooGroup(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-def echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
 def build_cli() -> click.Group:
     """Build the root command group, with plugin commands (``register_commands``) added."""
     from .._version import __version__
@@ -39,7 +39,8 @@ def build_cli() -> click.Group:
         """emozoo: facial expression recognition models (EmoXNet, EmoXNetLite) and their plugins."""
 
     for module in (models, plugins, train, hub, bench, predict):
-        module.register(cli)
+        for command in module.COMMANDS:
+            cli.add_command(command)
     call_register_commands(cli)
     return cli
 

@@ -8,98 +8,97 @@ from pathlib import Path
 
 import click
 
-from . import echo_json
+from .output import echo_json
 
 #: extensions an annotated image keeps; any other input is written as PNG
 ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.argument("paths", nargs=-1)
-    @click.option("--model", default="emoxnetlite", show_default=True,
-                  help="Model: a name with published weights (arch or arch.tag), local-dir:PATH or hf-hub:ORG/NAME.")
-    @click.option("--detector", default="auto", show_default=True,
-                  help="Face detector: auto (blazeface when emozoo-blazeface is installed, else haar), haar, "
-                       "full (the inputs are face crops), or one a plugin registered (`emozoo plugins`).")
-    @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
-                  help="Faces per forward pass; faces of many images share a batch.")
-    @click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per image or video frame.")
-    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True),
-                  help="Write one CSV row per face (and per faceless image or error) to FILE, or - for stdout.")
-    @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False),
-                  help="Write copies of the inputs with boxes and labels drawn into this folder.")
-    @click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
-                  help="Videos and camera: classify every N-th frame.")
-    @click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-                  help="Videos and camera: weight of past frames in a moving average of each face's scores (0: none).")
-    @click.option("--camera", type=click.IntRange(min=0), metavar="INDEX",
-                  help="Read webcam INDEX; with a display, show the overlay (q or Esc quits; Ctrl-C stops).")
-    @click.option("--min-face", default=0.0, show_default=True, type=click.FloatRange(min=0),
-                  help="Ignore faces narrower or shorter than this many pixels.")
-    @click.option("--device", default=None, help="torch device for the model (default: cpu).")
-    @click.option("--flip/--no-flip", default=None,
-                  help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
-                       "[default: as published].")
-    @click.pass_context
-    def predict(ctx, paths, model, detector, batch_size, as_json, csv_path, annotate_dir, every, smooth, camera,
+@click.command("predict")
+@click.argument("paths", nargs=-1)
+@click.option("--model", default="emoxnetlite", show_default=True,
+              help="Model: a name with published weights (arch or arch.tag), local-dir:PATH or hf-hub:ORG/NAME.")
+@click.option("--detector", default="auto", show_default=True,
+              help="Face detector: auto (blazeface when emozoo-blazeface is installed, else haar), haar, "
+                   "full (the inputs are face crops), or one a plugin registered (`emozoo plugins`).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Faces per forward pass; faces of many images share a batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per image or video frame.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write one CSV row per face (and per faceless image or error) to FILE, or - for stdout.")
+@click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False),
+              help="Write copies of the inputs with boxes and labels drawn into this folder.")
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Videos and camera: classify every N-th frame.")
+@click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Videos and camera: weight of past frames in a moving average of each face's scores (0: none).")
+@click.option("--camera", type=click.IntRange(min=0), metavar="INDEX",
+              help="Read webcam INDEX; with a display, show the overlay (q or Esc quits; Ctrl-C stops).")
+@click.option("--min-face", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Ignore faces narrower or shorter than this many pixels.")
+@click.option("--device", default=None, help="torch device for the model (default: cpu).")
+@click.option("--flip/--no-flip", default=None,
+              help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
+                   "[default: as published].")
+@click.pass_context
+def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, annotate_dir, every, smooth, camera,
                 min_face, device, flip):
-        """Find the faces in PATHS (images, videos, directories, glob patterns) and classify their expressions.
+    """Find the faces in PATHS (images, videos, directories, glob patterns) and classify their expressions.
 
-        Prints one line per face, or writes --json / --csv with every label's score. An input that
-        cannot be read is reported on one line and the others go on; the exit status is 1 if any failed.
-        """
-        from tqdm import tqdm
+    Prints one line per face, or writes --json / --csv with every label's score. An input that
+    cannot be read is reported on one line and the others go on; the exit status is 1 if any failed.
+    """
+    from tqdm import tqdm
 
-        from .._predict import CAMERA_PREFIX, Predictor
+    from .._builder import create
+    from ..inference import CAMERA_PREFIX, Predictor
 
-        if camera is not None and paths:
-            raise click.UsageError("give PATH... or --camera INDEX, not both")
-        if camera is None and not paths:
-            raise click.UsageError("give at least one PATH (image, video, directory or glob pattern) or --camera INDEX")
-        if as_json and csv_path == "-":
-            raise click.UsageError("--json and --csv - both write to standard output: give --csv a FILE")
-        window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
+    if camera is not None and paths:
+        raise click.UsageError("give PATH... or --camera INDEX, not both")
+    if camera is None and not paths:
+        raise click.UsageError("give at least one PATH (image, video, directory or glob pattern) or --camera INDEX")
+    if as_json and csv_path == "-":
+        raise click.UsageError("--json and --csv - both write to standard output: give --csv a FILE")
+    window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
+    model = create(model, pretrained=True, flip=flip)
+    predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
+    inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else list(paths)
+    rows = _CsvWriter(csv_path, predictor.labels) if csv_path else None
+    annotator = _Annotator(annotate_dir, every) if annotate_dir else None
+    records, failed, faces = [], 0, 0
+    try:
+        for pred in predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window)):
+            failed += pred.error is not None
+            faces += len(pred.faces)
+            if pred.error:
+                with tqdm.external_write_mode(file=sys.stderr):
+                    click.echo(f"Error: {pred.error}", err=True)
+            if as_json:
+                records.append(pred.as_dict())
+            if rows:
+                rows.write(pred)
+            if annotator:
+                annotator.write(pred)
+            if window and pred.image is not None and not window.show(pred):
+                break
+            if not (as_json or csv_path == "-") and not pred.error:
+                with tqdm.external_write_mode(file=sys.stdout):
+                    click.echo("\n".join(_lines(pred)))
+    except KeyboardInterrupt:
+        if camera is None:
+            raise
+    finally:
+        for sink in (rows, annotator, window):
+            if sink:
+                sink.close()
+    if as_json:
+        echo_json(records)
+    if failed:
+        click.echo(f"{failed} input(s) failed.", err=True)
+        ctx.exit(1)
 
-        if flip is not None:
-            from .._builder import create
 
-            model = create(model, pretrained=True, flip=flip)
-        predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
-        inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else list(paths)
-        rows = _CsvWriter(csv_path, predictor.labels) if csv_path else None
-        annotator = _Annotator(annotate_dir, every) if annotate_dir else None
-        records, failed, faces = [], 0, 0
-        try:
-            for pred in predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window)):
-                failed += pred.error is not None
-                faces += len(pred.faces)
-                if pred.error:
-                    with tqdm.external_write_mode(file=sys.stderr):
-                        click.echo(f"Error: {pred.error}", err=True)
-                if as_json:
-                    records.append(pred.as_dict())
-                if rows:
-                    rows.write(pred)
-                if annotator:
-                    annotator.write(pred)
-                if window and pred.image is not None and not window.show(pred):
-                    break
-                if not (as_json or csv_path == "-") and not pred.error:
-                    with tqdm.external_write_mode(file=sys.stdout):
-                        click.echo("\n".join(_lines(pred)))
-        except KeyboardInterrupt:
-            if camera is None:
-                raise
-        finally:
-            for sink in (rows, annotator, window):
-                if sink:
-                    sink.close()
-        if as_json:
-            echo_json(records)
-        if failed:
-            click.echo(f"{failed} input(s) failed.", err=True)
-            ctx.exit(1)
+COMMANDS = (predict_cmd,)
 
 
 def _lines(pred) -> list[str]:
@@ -161,7 +160,7 @@ class _Annotator:
     def write(self, pred) -> None:
         import cv2
 
-        from .._predict import draw_faces
+        from ..inference import draw_faces
 
         if pred.image is None:
             return
@@ -187,7 +186,7 @@ class _Annotator:
 def _video_fps(source: str) -> float:
     import cv2
 
-    from .._predict import CAMERA_PREFIX
+    from ..inference import CAMERA_PREFIX
 
     if source.startswith(CAMERA_PREFIX):
         return 30.0
@@ -206,7 +205,7 @@ class _Window:
         """Draw one frame; False once the user pressed q or Esc or closed the window."""
         import cv2
 
-        from .._predict import draw_faces
+        from ..inference import draw_faces
 
         cv2.imshow(self.name, cv2.cvtColor(draw_faces(pred.image, pred.faces), cv2.COLOR_RGB2BGR))
         key = cv2.waitKey(1) & 0xFF

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from . import echo_json
+from .output import echo_json
 
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
                  "target", "augment", "batch_augment", "holdout", "limit", "seed", "swa_epochs", "swa_lr", "mixup",
@@ -125,150 +125,186 @@ def command_line() -> str:
     return "emozoo " + " ".join(shlex.quote(a) for a in argv)
 
 
-def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.argument("model", required=False)
-    @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
-                  help="Argument for the model constructor, e.g. width=0.5 or members='[\"resnet18\"]'.")
-    @click.option("--init", help="Start from these weights (a folder or name of the same architecture and "
-                                 "arguments) instead of random ones, e.g. to give a finished run a new lr cycle.")
-    @click.option("--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same "
-                                               "architecture (e.g. width 0.5 into 0.75); the new channels start so "
-                                               "that the model computes what the narrow one does.")
-    @recipe_options
-    def train(model, model_args, init, grow, recipe_file, out_dir, resume, as_json, data_spec, split, val_split,
+@click.command("train")
+@click.argument("model", required=False)
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="Argument for the model constructor, e.g. width=0.5 or members='[\"resnet18\"]'.")
+@click.option("--init", help="Start from these weights (a folder or name of the same architecture and "
+                             "arguments) instead of random ones, e.g. to give a finished run a new lr cycle.")
+@click.option("--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same "
+                                           "architecture (e.g. width 0.5 into 0.75); the new channels start so "
+                                           "that the model computes what the narrow one does.")
+@recipe_options
+def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_json, data_spec, split, val_split,
               **options):
-        """Train MODEL (a backbone, emoxnetlite, timm/<arch>, ...) on --data; write --out.
+    """Train MODEL (a backbone, emoxnetlite, timm/<arch>, ...) on --data; write --out.
 
-        Writes a checkpoint every epoch (--resume continues it) and, at the end, model.safetensors and
-        config.json with the recipe and the validation metrics.
-        """
-        from ..workflows import train_model
+    Writes a checkpoint every epoch (--resume continues it) and, at the end, model.safetensors and
+    config.json with the recipe and the validation metrics.
+    """
+    from ..workflows import train_model
 
-        _check_grow(init, grow)
-        file_data = load_recipe_file(recipe_file)
-        model = model or file_data.get("model")
-        if not model:
-            raise ConfigError("name the model to train (emozoo train resnet18 ...) or give --recipe with a 'model'")
-        args = {**file_data.get("model_args", {}), **parse_kv(model_args)}
-        train_model(model, args, data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
-                    val_split or file_data.get("val_split"), _merge(file_data, options), out_dir, resume=resume,
-                    log=make_logger(as_json), command=command_line(), init=init, grow=grow)
+    _check_grow(init, grow)
+    file_data = load_recipe_file(recipe_file)
+    model = model or file_data.get("model")
+    if not model:
+        raise ConfigError("name the model to train (emozoo train resnet18 ...) or give --recipe with a 'model'")
+    args = {**file_data.get("model_args", {}), **parse_kv(model_args)}
+    train_model(model, args, data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
+                val_split or file_data.get("val_split"), _merge(file_data, options), out_dir, resume=resume,
+                log=make_logger(as_json), command=command_line(), init=init, grow=grow)
 
-    @cli.command()
-    @click.option("--teacher", required=False, help="Teacher: a model folder, local-dir:, hf-hub: or a pretrained name.")
-    @click.option("--student", help="Student architecture [emoxnetlite].")
-    @click.option("--student-arg", "student_args", multiple=True, metavar="KEY=VALUE")
-    @click.option("--loss", help="Distillation loss [kd_smooth].")
-    @click.option("--loss-arg", "loss_args", multiple=True, metavar="KEY=VALUE",
-                  help="Loss hyper-parameter, e.g. eps=0.1 T=2 alpha=0.9.")
-    @click.option("--init", help="Start the student from these weights (a folder or name of the same "
-                                 "architecture) instead of random ones.")
-    @click.option("--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same "
-                                               "architecture (e.g. width 0.5 into 0.75); the new channels start so "
-                                               "that the model computes what the narrow one does.")
-    @click.option("--teacher-online/--teacher-cached", "teacher_online", default=None,
-                  help="The teacher sees every augmented batch the student sees (consistent teaching; one teacher "
-                       "forward per step) instead of its outputs on the plain images being cached once [cached].")
-    @recipe_options
-    def distill(teacher, student, student_args, loss, loss_args, init, grow, teacher_online, recipe_file, out_dir,
+
+@click.command("distill")
+@click.option("--teacher", required=False, help="Teacher: a model folder, local-dir:, hf-hub: or a pretrained name.")
+@click.option("--student", help="Student architecture [emoxnetlite].")
+@click.option("--student-arg", "student_args", multiple=True, metavar="KEY=VALUE")
+@click.option("--loss", help="Distillation loss [kd_smooth].")
+@click.option("--loss-arg", "loss_args", multiple=True, metavar="KEY=VALUE",
+              help="Loss hyper-parameter, e.g. eps=0.1 T=2 alpha=0.9.")
+@click.option("--init", help="Start the student from these weights (a folder or name of the same "
+                             "architecture) instead of random ones.")
+@click.option("--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same "
+                                           "architecture (e.g. width 0.5 into 0.75); the new channels start so "
+                                           "that the model computes what the narrow one does.")
+@click.option("--teacher-online/--teacher-cached", "teacher_online", default=None,
+              help="The teacher sees every augmented batch the student sees (consistent teaching; one teacher "
+                   "forward per step) instead of its outputs on the plain images being cached once [cached].")
+@recipe_options
+def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, teacher_online, recipe_file, out_dir,
                 resume, as_json, data_spec, split, val_split, **options):
-        """Distil a --teacher into a --student on --data (teacher outputs cached once, or --teacher-online)."""
-        from ..workflows import distill_model
+    """Distil a --teacher into a --student on --data (teacher outputs cached once, or --teacher-online)."""
+    from ..workflows import distill_model
 
-        _check_grow(init, grow)
-        file_data = load_recipe_file(recipe_file)
-        teacher = teacher or file_data.get("teacher")
-        if not teacher:
-            raise ConfigError("give --teacher (a model folder or name) or a --recipe with a 'teacher'")
-        recipe = _merge(file_data, options)
-        recipe.distill_loss = loss or file_data.get("recipe", {}).get("distill_loss") or "kd_smooth"
-        recipe.distill_args = {**file_data.get("recipe", {}).get("distill_args", {}), **parse_kv(loss_args)}
-        if teacher_online is not None:
-            recipe.teacher_online = teacher_online
-        distill_model(teacher, student or file_data.get("model", "emoxnetlite"),
-                      {**file_data.get("model_args", {}), **parse_kv(student_args)},
-                      data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
-                      val_split or file_data.get("val_split"), recipe, out_dir, resume=resume,
-                      log=make_logger(as_json), command=command_line(), init=init, grow=grow)
+    _check_grow(init, grow)
+    file_data = load_recipe_file(recipe_file)
+    teacher = teacher or file_data.get("teacher")
+    if not teacher:
+        raise ConfigError("give --teacher (a model folder or name) or a --recipe with a 'teacher'")
+    recipe = _merge(file_data, options)
+    recipe.distill_loss = loss or file_data.get("recipe", {}).get("distill_loss") or "kd_smooth"
+    recipe.distill_args = {**file_data.get("recipe", {}).get("distill_args", {}), **parse_kv(loss_args)}
+    if teacher_online is not None:
+        recipe.teacher_online = teacher_online
+    distill_model(teacher, student or file_data.get("model", "emoxnetlite"),
+                  {**file_data.get("model_args", {}), **parse_kv(student_args)},
+                  data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
+                  val_split or file_data.get("val_split"), recipe, out_dir, resume=resume,
+                  log=make_logger(as_json), command=command_line(), init=init, grow=grow)
 
-    @cli.command()
-    @click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-    @click.option("--fusion", default="mean_prob", show_default=True)
-    @click.option("--fusion-arg", "fusion_args", multiple=True, metavar="KEY=VALUE")
-    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-    @click.option("--data", "data_spec", default="ferplus", show_default=True)
-    @click.option("--fit-split", default="Training", show_default=True,
-                  help="Split whose held-back part (the members' --holdout) fits a learned fusion.")
-    @click.option("--val-split", help="Split to report [PublicTest when the data has it].")
-    @click.option("--fit-epochs", default=30, show_default=True)
-    @click.option("--flip", is_flag=True, help="Test-time flip: each member averages the image and its mirror "
-                                               "(twice the MACs).")
-    @click.option("--json", "as_json", is_flag=True)
-    def ensemble(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, flip, as_json):
-        """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
 
-        A learned fusion is fitted on the part of --fit-split that the members held back
-        (their recipe's holdout), never on validation or test data.
-        """
-        from ..workflows import build_ensemble
+@click.command("ensemble")
+@click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--fusion", help="Fusion of the members [default: mean_prob].")
+@click.option("--fusion-arg", "fusion_args", multiple=True, metavar="KEY=VALUE")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_spec", default="ferplus", show_default=True)
+@click.option("--fit-split", default="Training", show_default=True,
+              help="Split whose held-back part (the members' --holdout) fits a learned fusion.")
+@click.option("--val-split", help="Split to report [PublicTest when the data has it].")
+@click.option("--fit-epochs", default=30, show_default=True)
+@click.option("--flip", is_flag=True, help="Test-time flip: each member averages the image and its mirror "
+                                           "(twice the MACs).")
+@click.option("--search", is_flag=True,
+              help="Score every subset of the MEMBERS under each --search-fusions fusion on the training holdout "
+                   "they all kept aside (never on a test split), then build the best one (ties: fewer members).")
+@click.option("--search-fusions", default="mean_prob,mean_logit", show_default=True, metavar="F1,F2",
+              help="With --search: the fusions to try (fusions without parameters; a learned one would be "
+                   "fitted on the faces that score it).")
+@click.option("--json", "as_json", is_flag=True)
+def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, flip, search,
+                 search_fusions, as_json):
+    """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
 
-        result = build_ensemble(list(members), fusion, parse_kv(fusion_args), out_dir, data_spec, fit_split,
-                                val_split, fit_epochs, flip=flip, log=make_logger(False), command=command_line())
-        if as_json:  # the whole result as one JSON document; progress and the summary line go to stderr
-            echo_json(result)
+    A learned fusion is fitted on the part of --fit-split that the members held back
+    (their recipe's holdout), never on validation or test data. With --search, the subset of
+    members and the fusion are chosen on that holdout too, and the table of every candidate is printed.
+    """
+    from ..workflows import build_ensemble, search_ensemble
 
-    @cli.command()
-    @click.argument("model")
-    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-    @click.option("--force", is_flag=True, help="Overwrite member folders under --out that already hold a model.")
-    @click.option("--json", "as_json", is_flag=True)
-    def unpack(model, out_dir, force, as_json):
-        """Write each member of the ensemble MODEL as its own model folder under --out.
+    rows = best = None
+    if search:
+        if fusion or fusion_args:
+            raise ConfigError("--search picks the fusion from --search-fusions; give --fusion without --search")
+        fusions = [f.strip() for f in search_fusions.split(",") if f.strip()]
+        rows, best = search_ensemble(list(members), data_spec, fit_split, fusions, flip=flip, progress=not as_json)
+        if not as_json:
+            click.echo(format_search(rows, best))
+        members, fusion = best["members"], best["fusion"]
+    result = build_ensemble(list(members), fusion or "mean_prob", parse_kv(fusion_args), out_dir, data_spec,
+                            fit_split, val_split, fit_epochs, flip=flip, log=make_logger(False),
+                            command=command_line())
+    if search:
+        result["search"] = {"split": best["split"], "best": best, "rows": rows}
+    if as_json:  # the whole result as one JSON document; progress and the summary line go to stderr
+        echo_json(result)
 
-        E.g. `emozoo unpack emoxnet.ferplus --out runs/members` gives runs/members/0_resnet18, ...,
-        which `emozoo eval`, `emozoo train --init` and `emozoo ensemble` take like any trained member.
-        """
-        from ..workflows import unpack_ensemble
 
-        written = unpack_ensemble(model, out_dir, command=command_line(), overwrite=force)
-        if as_json:
-            echo_json({"model": model, "members": [str(p) for p in written]})
-            return
-        for path in written:
-            click.echo(str(path))
+def format_search(rows: list[dict], best: dict) -> str:
+    """The ``--search`` table: accuracy on the holdout, fusion and members of each candidate, the best marked *."""
+    ranked = sorted(rows, key=lambda r: (-r["accuracy"], len(r["members"])))
+    lines = [f"member subsets and fusions on the {best['split']} ({best['n']} faces), best first:",
+             f"  {'accuracy':>8}  {'fusion':<12} members"]
+    lines += [f"{'*' if r is best else ' '} {r['accuracy']:>8.4f}  {r['fusion']:<12} {' '.join(r['members'])}"
+              for r in ranked]
+    return "\n".join(lines)
 
-    @cli.command("eval")
-    @click.argument("model")
-    @click.option("--data", "data_spec", default="ferplus", show_default=True)
-    @click.option("--split", default="PublicTest", show_default=True)
-    @click.option("--batch-size", default=256, show_default=True)
-    @click.option("--members/--no-members", default=True, help="Also score each member of an ensemble.")
-    @click.option("--plot", type=click.Path(dir_okay=False), help="Write a confusion-matrix PNG.")
-    @click.option("--backend", default="eager", show_default=True, type=click.Choice(["eager", "onnx", "int8"]),
-                  help="Run in PyTorch, or exported to ONNX Runtime (float32 or int8-quantized).")
-    @click.option("--flip/--no-flip", default=None,
-                  help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
-                       "[default: as saved].")
-    @click.option("--json", "as_json", is_flag=True)
-    def eval_(model, data_spec, split, batch_size, members, plot, backend, flip, as_json):
-        """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split."""
-        from ..workflows import evaluate_model
 
-        result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
-                                progress=not as_json, backend=backend, flip=flip)
-        if as_json:
-            echo_json(result)
-            return
-        via = "" if backend == "eager" else f" via {backend} (ONNX Runtime)"
-        click.echo(f"{result['model']} on {result['data']} {result['split']} ({result['n']} faces){via}")
-        click.echo(f"accuracy  {result['accuracy']:.4f}\nmacro-F1  {result['macro_f1']:.4f}\nECE       {result['ece']:.4f}")
-        if "accuracy_change" in result:
-            click.echo(f"accuracy change vs PyTorch float32 ({result['eager_accuracy']:.4f}): "
-                       f"{100 * result['accuracy_change']:+.2f} points")
-        for name, acc in result["per_class_accuracy"].items():
-            click.echo(f"  {name:<10} {acc:.4f}  (n={result['support'][name]})")
-        for name, acc in result.get("members", {}).items():
-            click.echo(f"member {name}: accuracy {acc:.4f}")
-        if plot:
-            click.echo(f"confusion matrix: {plot}")
+@click.command("unpack")
+@click.argument("model")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite member folders under --out that already hold a model.")
+@click.option("--json", "as_json", is_flag=True)
+def unpack_cmd(model, out_dir, force, as_json):
+    """Write each member of the ensemble MODEL as its own model folder under --out.
+
+    E.g. `emozoo unpack emoxnet.ferplus --out runs/members` gives runs/members/0_resnet18, ...,
+    which `emozoo eval`, `emozoo train --init` and `emozoo ensemble` take like any trained member.
+    """
+    from ..workflows import unpack_ensemble
+
+    written = unpack_ensemble(model, out_dir, command=command_line(), overwrite=force)
+    if as_json:
+        echo_json({"model": model, "members": [str(p) for p in written]})
+        return
+    for path in written:
+        click.echo(str(path))
+
+
+@click.command("eval")
+@click.argument("model")
+@click.option("--data", "data_spec", default="ferplus", show_default=True)
+@click.option("--split", default="PublicTest", show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--members/--no-members", default=True, help="Also score each member of an ensemble.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a confusion-matrix PNG.")
+@click.option("--backend", default="eager", show_default=True, type=click.Choice(["eager", "onnx", "int8"]),
+              help="Run in PyTorch, or exported to ONNX Runtime (float32 or int8-quantized).")
+@click.option("--flip/--no-flip", default=None,
+              help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
+                   "[default: as saved].")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, as_json):
+    """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split."""
+    from ..workflows import evaluate_model
+
+    result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
+                            progress=not as_json, backend=backend, flip=flip)
+    if as_json:
+        echo_json(result)
+        return
+    via = "" if backend == "eager" else f" via {backend} (ONNX Runtime)"
+    click.echo(f"{result['model']} on {result['data']} {result['split']} ({result['n']} faces){via}")
+    click.echo(f"accuracy  {result['accuracy']:.4f}\nmacro-F1  {result['macro_f1']:.4f}\nECE       {result['ece']:.4f}")
+    if "accuracy_change" in result:
+        click.echo(f"accuracy change vs PyTorch float32 ({result['eager_accuracy']:.4f}): "
+                   f"{100 * result['accuracy_change']:+.2f} points")
+    for name, acc in result["per_class_accuracy"].items():
+        click.echo(f"  {name:<10} {acc:.4f}  (n={result['support'][name]})")
+    for name, acc in result.get("members", {}).items():
+        click.echo(f"member {name}: accuracy {acc:.4f}")
+    if plot:
+        click.echo(f"confusion matrix: {plot}")
+
+
+COMMANDS = (train_cmd, distill_cmd, ensemble_cmd, unpack_cmd, eval_cmd)

@@ -1,0 +1,50 @@
+"""What a prediction is: :class:`Prediction` per image or video frame, :class:`FacePrediction` per face."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class FacePrediction:
+    """One face: its ``box`` (x0, y0, x1, y1) in pixels, the detector's ``confidence``, the probability of
+    every label (``scores``, in the model's label order) and the top ``label``. In videos, ``track``
+    numbers the same face from frame to frame."""
+
+    box: tuple[float, float, float, float]
+    confidence: float
+    scores: dict[str, float]
+    label: str
+    track: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"box": [round(v, 1) for v in self.box], "confidence": round(self.confidence, 4),
+                "label": self.label, "scores": {k: round(v, 4) for k, v in self.scores.items()}, "track": self.track}
+
+
+@dataclass
+class Prediction:
+    """The result for one image or video frame: ``faces`` (empty when there is none), or ``error``
+    (``"SOURCE: reason"``) when the input could not be read."""
+
+    source: str
+    frame: int | None = None
+    #: seconds from the start of the video (frame / fps; wall-clock seconds for a camera)
+    time: float | None = None
+    #: (width, height) of the image, after EXIF rotation
+    size: tuple[int, int] | None = None
+    faces: list[FacePrediction] = field(default_factory=list)
+    error: str | None = None
+    #: the RGB image, kept only with ``keep_images=True`` (for drawing)
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "frame": self.frame, "time": None if self.time is None else round(self.time, 3),
+                "size": list(self.size) if self.size else None, "faces": [f.as_dict() for f in self.faces],
+                "error": self.error}

@@ -1,0 +1,23 @@
+"""What the training commands do, as functions: train a member, distil, build an ensemble, evaluate.
+
+The CLI in :mod:`emozoo.cli.train` only parses options and calls these. Every model these functions are given
+by name or folder is loaded by :func:`emozoo.create`.
+"""
+from __future__ import annotations
+
+from .distill import distill_model, teacher_outputs
+from .ensemble import (SEARCH_FUSIONS, assemble_ensemble, build_ensemble, search_ensemble, shared_holdout,
+                       unpack_ensemble)
+from .evaluate import evaluate_model
+from .fusion import fit_fusion, fit_fusion_on_outputs, member_outputs
+from .member import init_from, train_model, train_transform_for
+from .saving import Log, metrics_summary, save_trained
+from .splits import default_val_split, open_holdout, open_split, train_indices
+
+_member_outputs = member_outputs  # the old name, for the benchmarks/ scripts being retired
+
+__all__ = ["Log", "SEARCH_FUSIONS", "assemble_ensemble", "build_ensemble", "default_val_split", "distill_model", "evaluate_model",
+           "fit_fusion", "fit_fusion_on_outputs", "init_from", "member_outputs", "metrics_summary", "open_holdout",
+           "open_split", "save_trained", "search_ensemble", "shared_holdout", "teacher_outputs",
+           "train_indices",
+           "train_model", "train_transform_for", "unpack_ensemble"]

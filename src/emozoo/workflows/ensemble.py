@@ -1,0 +1,180 @@
+"""Ensembles: assembling trained members into an EmoXNet, fitting its fusion, unpacking it again."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .. import errors
+from .._builder import create
+from .._models import EmoXNet
+from .._weights import save_pretrained
+from ..data import eval_transform
+from .evaluate import evaluate_model
+from .fusion import fit_fusion
+from .saving import Log, metrics_summary
+from .splits import default_val_split, open_holdout
+
+
+def _as_member(config) -> dict:
+    if config.architecture == "emoxnet":
+        raise errors.ConfigError("an ensemble cannot be a member of another ensemble; give its member folders")
+    if config.architecture == "emoxnetlite":
+        return config.model_args["student"]
+    return {"backbone": config.architecture, "args": dict(config.model_args)}
+
+
+def assemble_ensemble(members: list[nn.Module], fusion: str = "mean_logit", fusion_args: dict | None = None, *,
+                      flip: bool = False, names: list[str] | None = None) -> EmoXNet:
+    """An EmoXNet holding the trained ``members`` (their weights copied), with an untrained ``fusion``.
+
+    The members must share labels and input spec; ``names`` (e.g. their folders) label them in the error.
+    """
+    names = names or [f"member {i}" for i in range(len(members))]
+    first = members[0].config
+    for name, m in zip(names, members):
+        if m.config.label_names != first.label_names or m.config.input != first.input:
+            raise errors.ConfigError(f"{name}: its labels or input spec differ from {names[0]}'s; "
+                                     "ensemble members must share both")
+    model = create("emoxnet", members=[_as_member(m.config) for m in members], fusion=fusion,
+                   fusion_args=fusion_args or {}, flip=flip, label_names=first.label_names)
+    model.config.input = first.input
+    for slot, member in zip(model.members, members):
+        slot.load_state_dict(member.state_dict())
+    return model
+
+
+def shared_holdout(members: list[nn.Module]) -> float | None:
+    """The training holdout fraction every member kept aside, or None if they differ or kept none."""
+    holdouts = {m.config.recipe.get("holdout", 0.0) for m in members}
+    return holdouts.pop() if len(holdouts) == 1 and next(iter(holdouts)) > 0 else None
+
+
+def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_dir: str | Path, data_spec: str,
+                   fit_split: str, val_split: str | None, fit_epochs: int = 30, *, flip: bool = False,
+                   log: Log | None = None, command: str = "", progress: bool = True) -> dict:
+    """Combine trained members into an EmoXNet, fit a learned fusion on held-back data, evaluate, save.
+
+    ``flip=True`` makes every member average its outputs over the image and its mirror (at fitting,
+    evaluation and inference alike).
+    """
+    log = log or (lambda e: None)
+    members = [create(d, pretrained=True) for d in member_dirs]
+    first = members[0].config
+    model = assemble_ensemble(members, fusion, fusion_args, flip=flip, names=[str(d) for d in member_dirs])
+    member_holdouts = [m.config.recipe.get("holdout", 0.0) for m in members]
+    recipe: dict[str, Any] = {"command": command, "members": [str(d) for d in member_dirs], "fusion": fusion,
+                              "flip": flip, "member_holdouts": member_holdouts}
+    if getattr(model.fusion, "trainable", False):
+        holdout = shared_holdout(members)
+        if holdout is None:
+            raise errors.ConfigError(
+                f"fusion {fusion!r} must be fitted on data the members never saw, but the members were trained "
+                f"with holdout fractions {sorted(set(member_holdouts))}. "
+                "Train every member with the same --holdout (e.g. 0.05), or use mean_prob / mean_logit / majority_vote.")
+        held = open_holdout(data_spec, fit_split, holdout, eval_transform(first.input), first.label_names, soft=True)
+        recipe.update(fit_split=fit_split, holdout=holdout, fit_epochs=fit_epochs, fit_images=len(held))
+        fit_fusion(model, held, fit_epochs, progress)
+    val_split = default_val_split(fit_split, val_split)
+    metrics = {}
+    if val_split:
+        result = evaluate_model(model, data_spec, val_split, members=True, progress=progress)
+        metrics = metrics_summary(result, data_spec, val_split, out_dir)
+    save_pretrained(model, out_dir, dataset=f"{data_spec} ({fit_split})", recipe=recipe, metrics=metrics)
+    log({"event": "done", "out": str(out_dir), "accuracy": metrics.get(val_split, {}).get("accuracy")})
+    return {"out": str(out_dir), "metrics": metrics, "recipe": recipe}
+
+
+def unpack_ensemble(spec: str, out_dir: str | Path, *, command: str = "", overwrite: bool = False) -> list[Path]:
+    """Write each member of the EmoXNet ``spec`` as a model folder of its own, ``out_dir/<i>_<backbone>``.
+
+    The folders load like any trained backbone: ``emozoo eval`` scores a member alone, ``emozoo train
+    --init`` gives it a new learning-rate cycle, and ``emozoo ensemble`` rebuilds an ensemble from them.
+    Weights are written in float32 whatever the ensemble stores. Each member's ``holdout`` is kept where
+    the ensemble recorded it (``emozoo ensemble`` does). A member folder that already holds a model is
+    an error before anything is written, unless ``overwrite`` is true.
+    """
+    model = create(spec, pretrained=True)
+    if not isinstance(model, EmoXNet):
+        raise errors.ConfigError(f"{spec} is a {model.config.architecture}, not an emoxnet; only an ensemble "
+                                 "has members to unpack")
+    out_dir = Path(out_dir)
+    targets = [out_dir / f"{i}_{name}" for i, name in enumerate(model.member_names)]
+    taken = [str(t) for t in targets if (t / "config.json").exists() or (t / "model.safetensors").exists()]
+    if taken and not overwrite:
+        raise errors.ConfigError(f"{', '.join(taken)} already hold{'s' if len(taken) == 1 else ''} a model; "
+                                 "pass --force to overwrite, or pick a new --out")
+    holdouts = model.config.recipe.get("member_holdouts")  # what each member held back (emozoo ensemble records it)
+    written = []
+    for i, (name, target, spec_i, member) in enumerate(zip(model.member_names, targets,
+                                                           model.config.model_args["members"], model.members)):
+        single = create(name, label_names=model.config.label_names, **spec_i["args"])
+        single.config.input = model.config.input
+        single.load_state_dict(member.state_dict())
+        recipe = {"command": command, "unpacked_from": spec, "member": i, "ensemble_recipe": model.config.recipe}
+        if holdouts:  # kept, so that a learned fusion can still be fitted over the unpacked members
+            recipe["holdout"] = holdouts[i]
+        written.append(save_pretrained(single, target, dataset=model.config.dataset,
+                                       recipe=recipe, license=model.config.license))
+    return written
+
+
+#: the fusions ``emozoo ensemble --search`` tries by default (nothing to fit: the holdout only scores them)
+SEARCH_FUSIONS = ("mean_prob", "mean_logit")
+
+
+def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Training",
+                    fusions: tuple[str, ...] | list[str] = SEARCH_FUSIONS, *, flip: bool = False,
+                    progress: bool = True, batch_size: int = 256) -> tuple[list[dict], dict]:
+    """Score every subset of the members under each fusion on the members' shared training holdout.
+
+    Returns ``(rows, best)``: one row per subset and fusion (``members``, ``fusion``, ``flip``, ``accuracy``,
+    ``n``, ``split``), and the best row: the highest holdout accuracy, the fewest members among ties, then the
+    first fusion listed. The holdout is the part of ``fit_split`` that every member kept aside (their recipes'
+    equal ``holdout``), so no member trained on it and no test split is looked at. Fusions with parameters
+    would be fitted on those same faces, so only fusions without them (e.g. mean_prob, mean_logit) are searched.
+    Member outputs are computed once.
+    """
+    import itertools
+
+    import torch
+
+    from .._models import build_fusion
+    from .fusion import member_outputs
+
+    if not fusions:
+        raise errors.ConfigError("--search needs at least one fusion to try")
+    members = [create(d, pretrained=True) for d in member_dirs]
+    holdout = shared_holdout(members)
+    if holdout is None:
+        held = sorted({m.config.recipe.get("holdout", 0.0) for m in members})
+        raise errors.ConfigError(f"--search scores on the training holdout every member kept aside, but the members "
+                                 f"were trained with holdout fractions {held}; train every member with the same "
+                                 "--holdout (e.g. 0.1)")
+    first = members[0].config
+    num_classes = len(first.label_names)
+    for fusion in fusions:
+        probe = build_fusion(fusion, 2, num_classes, [1, 1]) if len(members) > 1 else None
+        if getattr(probe, "trainable", False):
+            raise errors.ConfigError(f"--search: fusion {fusion!r} is fitted on the holdout the search scores on, "
+                                     f"so its score would flatter it; search fusions without parameters "
+                                     f"({', '.join(SEARCH_FUSIONS)}) and fit it afterwards with --fusion")
+    model = assemble_ensemble(members, fusions[0], flip=flip, names=[str(d) for d in member_dirs]).eval()
+    data = open_holdout(data_spec, fit_split, holdout, eval_transform(first.input), first.label_names)
+    logits, features, targets = member_outputs(model, data, progress, batch_size)
+    split = f"{fit_split} holdout ({holdout:g})"
+    rows = []
+    for k in range(1, len(members) + 1):
+        for subset in itertools.combinations(range(len(members)), k):
+            pick = list(subset)
+            for fusion in fusions[:1] if k == 1 else fusions:  # one member: every averaging fusion is the member
+                module = build_fusion(fusion, k, num_classes, [features[i].shape[1] for i in pick]).eval()
+                with torch.no_grad():
+                    fused = module(logits[pick], [features[i] for i in pick])
+                accuracy = (fused.argmax(1) == targets).float().mean().item()
+                rows.append({"members": [str(member_dirs[i]) for i in pick], "fusion": fusion, "flip": flip,
+                             "accuracy": round(accuracy, 4), "n": len(targets), "split": split})
+    order = {f: i for i, f in enumerate(fusions)}
+    best = min(rows, key=lambda r: (-r["accuracy"], len(r["members"]), order[r["fusion"]]))
+    return rows, best

@@ -1,0 +1,64 @@
+"""Scoring a model under its dataset's protocol: PyTorch or ONNX Runtime, each ensemble member too."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import errors
+from .._builder import create
+from .._models import EmoXNet
+from ..data import eval_transform
+from ..metrics import classification_metrics, plot_confusion
+from ..train import predict_logits
+from .fusion import member_outputs
+from .splits import open_split
+
+
+@torch.no_grad()
+def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_size: int = 256,
+                   members: bool = True, plot: str | None = None, progress: bool = True,
+                   backend: str = "eager", flip: bool | None = None) -> dict:
+    """Score a model under its dataset's protocol; for an EmoXNet also each member.
+
+    ``flip`` turns test-time flip on or off when ``model`` is a name or folder of an emoxnet or
+    emoxnetlite (``None``: as saved); the result still carries the name as given.
+
+    ``backend="onnx"`` or ``"int8"`` scores the model exported to ONNX (int8: statically quantized,
+    calibrated on the data's training split) and run by ONNX Runtime; members are then not scored, and
+    ``eager_accuracy`` and ``accuracy_change`` compare it with the PyTorch model on the same images.
+    """
+    name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
+    if isinstance(model, str):
+        model = create(model, pretrained=True, flip=flip)
+    elif flip is not None:
+        raise errors.ConfigError("flip= applies to a model given by name or folder; build the module with it instead")
+    model.eval()
+    reference = model
+    if backend != "eager":
+        from ..export import onnx_model
+
+        if backend not in ("onnx", "int8"):
+            raise errors.ConfigError(f"unknown backend {backend!r}; choose eager, onnx or int8")
+        model = onnx_model(model, int8=backend == "int8", data_spec=data_spec)
+    data = open_split(data_spec, split, eval_transform(model.config.input), model.config.label_names)
+    member_logits = None
+    if isinstance(model, EmoXNet):
+        member_logits, features, targets = member_outputs(model, data, progress, batch_size)
+        fused = model.fusion(member_logits, features)
+    else:
+        fused, targets = predict_logits(model, data, batch_size, progress=progress, desc="eval")
+    labels = model.config.label_names
+    result = {"model": name, "data": data_spec, "split": split, "backend": backend,
+              "flip": bool(model.config.model_args.get("flip", False)),
+              **classification_metrics(fused.softmax(1), targets, labels)}
+    if backend != "eager":
+        eager, _ = predict_logits(reference, data, batch_size, progress=progress, desc="eval eager")
+        result["eager_accuracy"] = (eager.argmax(1) == targets).float().mean().item()
+        result["accuracy_change"] = result["accuracy"] - result["eager_accuracy"]
+    if member_logits is not None and members:
+        result["members"] = {f"{i}:{n}": (member_logits[i].argmax(1) == targets).float().mean().item()
+                             for i, n in enumerate(model.member_names)}
+    if plot:
+        plot_confusion(result["confusion"], labels, plot,
+                       title=f"{name} on {split}: accuracy {result['accuracy']:.4f}")
+    return result

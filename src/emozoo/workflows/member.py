@@ -1,0 +1,80 @@
+"""Training one model (an ensemble member or any architecture), from random weights or from others' (``--init``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from .. import errors
+from .._builder import check_model_name
+from .._builder import create
+from .._weights import grow_state_dict, state_dict_mismatch
+from ..data import eval_transform, train_transform
+from ..train import Recipe, fit
+from .saving import Log, save_trained
+from .splits import default_val_split, open_split, train_indices
+
+
+def train_model(name: str, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
+                out_dir: str | Path, *, resume: bool = False, log: Log | None = None, command: str = "",
+                progress: bool = True, init: str | None = None, grow: bool = False) -> dict:
+    """Train one model (an ensemble member or any architecture) and save it to ``out_dir``.
+
+    ``init`` (a model folder or name) starts from those weights instead of random ones, e.g. to
+    continue a finished run with a new learning-rate cycle; its architecture and arguments must match,
+    or with ``grow`` it may be a narrower model of the architecture (see :func:`_init_from`).
+    """
+    log = log or (lambda e: None)
+    check_model_name(name)  # before reading any data
+    val_split = default_val_split(split, val_split)
+    probe = open_split(data_spec, split, soft=recipe.target == "soft")
+    torch.manual_seed(recipe.seed)
+    model = create(name, label_names=probe.label_names, **model_args)
+    if init:
+        init_from(model, init, grow)
+    probe.transform = train_transform_for(model.config.input, recipe)
+    train_set = Subset(probe, train_indices(len(probe), recipe))
+    val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), model.config.label_names)
+               if val_split else None)
+    result = fit(model, train_set, val_set, recipe, out_dir, resume=resume, log=log, progress=progress)
+    save_trained(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
+    return result
+
+
+def train_transform_for(input_spec, recipe: Recipe):
+    """Per-image augmentation in the loader, or none when the recipe augments whole batches on the device."""
+    return eval_transform(input_spec) if recipe.batch_augment else train_transform(input_spec, recipe.augment)
+
+
+def init_from(model: nn.Module, spec: str, grow: bool = False) -> None:
+    """Load the weights of ``spec`` (a model folder or name) into ``model``, which must share its architecture.
+
+    With ``grow`` the weights may come from a narrower model of that architecture (e.g. ``width=0.5`` into
+    ``width=0.75``): :func:`emozoo._weights.grow_state_dict` widens them so that ``model`` starts out computing
+    what ``spec`` does, which is checked on a random batch.
+    """
+    source = create(spec, pretrained=True)
+    theirs = source.state_dict()
+    if grow:
+        if source.config.architecture != model.config.architecture:
+            raise errors.ConfigError(f"--init {spec} --grow: it is a {source.config.architecture}, the model being "
+                                     f"trained a {model.config.architecture}; grow within one architecture")
+        model.load_state_dict(grow_state_dict(theirs, model.state_dict()))
+        x = torch.randn(4, model.config.input.in_chans, *model.config.input.size)
+        was_training = model.training
+        with torch.no_grad():
+            same = torch.allclose(source.eval()(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+        model.train(was_training)
+        if not same:
+            raise errors.ConfigError(f"--init {spec} --grow: the widened model does not compute what {spec} does "
+                                     "(it has layers that mix channels, such as LayerNorm over channels); "
+                                     "train it from random weights instead")
+        return
+    mismatch = state_dict_mismatch(model.state_dict(), theirs)
+    if mismatch:
+        raise errors.ConfigError(f"--init {spec}: its weights ({source.config.architecture} {source.config.model_args}) "
+                                 f"do not fit the model being trained: {mismatch}; give weights of the same "
+                                 "architecture and arguments (or --grow for a narrower model of it)")
+    model.load_state_dict(theirs)

@@ -1,0 +1,30 @@
+"""Saving a trained model with its recipe and its validation metrics, and the command that reproduces them."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Callable
+
+from .._weights import save_pretrained
+from ..train import Dist, Recipe
+
+#: receives progress events (``{"event": "epoch", ...}``, ``{"event": "done", ...}``)
+Log = Callable[[dict], None]
+
+
+def metrics_summary(metrics: dict, data_spec: str, split: str, out_dir) -> dict:
+    """The ``metrics`` stored in ``config.json``: the split's scores and the command that reproduces them."""
+    keep = ("accuracy", "macro_f1", "ece", "n", "per_class_accuracy", "members")
+    return {split: {k: metrics[k] for k in keep if k in metrics},
+            "command": f"emozoo eval {out_dir} --data {data_spec} --split {split}"}
+
+
+def save_trained(model, out_dir, data_spec, split, val_split, recipe: Recipe, command, result, log):
+    """Save a model :func:`emozoo.train.fit` trained (process 0 only), with its recipe and validation metrics."""
+    if not Dist().main:
+        return
+    metrics = result["metrics"]
+    save_pretrained(model, out_dir, dataset=f"{data_spec} ({split})",
+                    recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"]},
+                    metrics=metrics_summary(metrics, data_spec, val_split, out_dir) if val_split and metrics else {})
+    log({"event": "done", "out": str(out_dir), "accuracy": metrics.get("accuracy"),  # None: no validation split
+         "steps": result["steps"]})

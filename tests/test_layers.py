@@ -147,3 +147,24 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path):
     assert [(t, line) for t, _, line in imports("emozoo._registry", low)] == [("emozoo._builder", 2)]
     assert layer_of("emozoo._builder") > layer_of("emozoo._registry")
     assert _private_names_taken("emozoo.workflows.member", [("emozoo.train", "_Dist", 3)])
+
+
+def test_no_module_outside_an_architectures_own_tests_its_name():
+    """What an architecture is (flip, members, card text, tags) is asked of its ArchitectureCfg; comparing
+    ``config.architecture`` with a name elsewhere would bring back the special cases."""
+    import re
+
+    import emozoo
+    from emozoo._registry import ARCHITECTURES
+
+    emozoo.load_plugins()
+    found = []
+    for entry in ARCHITECTURES.entries():
+        owner = MODULES.get(entry.owner)
+        test = re.compile(rf"""(==|!=)\s*["']{re.escape(entry.name)}["']|["']{re.escape(entry.name)}["']\s*(==|!=)"""
+                          rf"""|\bin\s*\(\s*["']{re.escape(entry.name)}["']""")
+        for module, path in MODULES.items():
+            if path != owner:
+                found += [f"{module}:{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1)
+                          if test.search(line)]
+    assert not found, "\n".join(found)

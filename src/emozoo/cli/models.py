@@ -67,15 +67,17 @@ COMMANDS = (models_group, info_cmd)
 
 def model_info(name: str) -> dict:
     """Everything ``emozoo info`` shows, as a dict."""
-    from .._builder import as_folder, create
+    from .._builder import LOCAL_PREFIX, as_folder, create
     from .._models import architecture_cfg
     from .._profile import count_macs, count_params
 
+    folder = as_folder(name)
+    name = f"{LOCAL_PREFIX}{folder}" if folder is not None else name  # a saved folder, as `emozoo eval` takes it
     model = create(name)
     cfg = model.config
     arch_cfg = architecture_cfg(cfg.architecture)
-    if as_folder(name) is not None or ":" in name:
-        weights = str(as_folder(name) or name)
+    if ":" in name:
+        weights = name
     else:
         tag = name.partition(".")[2] or arch_cfg.default_tag
         p = arch_cfg.pretrained.get(tag) if tag else None

@@ -139,6 +139,10 @@ def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_js
               **options):
     """Train MODEL (a backbone, emoxnetlite, timm/<arch>, ...) on --data; write --out.
 
+    Without MODEL, --init WEIGHTS is trained further; on data with other classes (a folder of your own,
+    RAF-DB's 7) every weight but the classifier head(s) is kept: fine-tuning, e.g.
+    emozoo train --init emoxnetlite.ferplus --data folder:faces/ --out runs/mine
+
     Writes a checkpoint every epoch (--resume continues it) and, at the end, model.safetensors and
     config.json with the recipe and the validation metrics.
     """
@@ -147,8 +151,9 @@ def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_js
     _check_grow(init, grow)
     file_data = load_recipe_file(recipe_file)
     model = model or file_data.get("model")
-    if not model:
-        raise ConfigError("name the model to train (emozoo train resnet18 ...) or give --recipe with a 'model'")
+    if not model and not init:
+        raise ConfigError("name the model to train (emozoo train resnet18 ...), give --recipe with a 'model', "
+                          "or fine-tune published weights with --init (emozoo train --init emoxnetlite.ferplus ...)")
     args = {**file_data.get("model_args", {}), **parse_kv(model_args)}
     train_model(model, args, data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
                 val_split or file_data.get("val_split"), _merge(file_data, options), out_dir, resume=resume,

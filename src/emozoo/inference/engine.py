@@ -25,7 +25,7 @@ class Predictor:
 
     def __init__(self, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *, batch_size: int = 32,
                  min_face: float = 0, device: str | torch.device | None = None):
-        from .._builder import face_transform
+        from ..data.transforms import face_transform
         from .._config import ModelConfig
         from .._builder import create
 

@@ -8,7 +8,8 @@ from torch import nn
 
 from .. import errors
 from .._builder import create
-from .._models import EmoXNet
+from .._models import architecture_cfg
+from ..builtins.emoxnet import EmoXNet
 from .._weights import save_pretrained
 from ..data import eval_transform
 from .evaluate import evaluate_model
@@ -18,11 +19,8 @@ from .splits import default_val_split, open_holdout
 
 
 def _as_member(config) -> dict:
-    if config.architecture == "emoxnet":
-        raise errors.ConfigError("an ensemble cannot be a member of another ensemble; give its member folders")
-    if config.architecture == "emoxnetlite":
-        return config.model_args["student"]
-    return {"backbone": config.architecture, "args": dict(config.model_args)}
+    """The member spec that rebuilds a trained model inside an ensemble, as its architecture declares it."""
+    return architecture_cfg(config.architecture).member_of(config.architecture, config.model_args)
 
 
 def assemble_ensemble(members: list[nn.Module], fusion: str = "mean_logit", fusion_args: dict | None = None, *,

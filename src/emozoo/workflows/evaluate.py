@@ -6,7 +6,7 @@ from torch import nn
 
 from .. import errors
 from .._builder import create
-from .._models import EmoXNet
+from ..builtins.emoxnet import EmoXNet
 from ..data import eval_transform
 from ..metrics import classification_metrics, plot_confusion
 from ..train import predict_logits

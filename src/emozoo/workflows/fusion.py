@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._models import EmoXNet
+from ..builtins.emoxnet import EmoXNet
 from ..train import device_for
 
 

@@ -17,23 +17,33 @@ from .saving import Log, save_trained
 from .splits import default_val_split, open_split, train_indices
 
 
-def train_model(name: str, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
+def train_model(name: str | None, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
                 out_dir: str | Path, *, resume: bool = False, log: Log | None = None, command: str = "",
                 progress: bool = True, init: str | None = None, grow: bool = False) -> dict:
     """Train one model (an ensemble member or any architecture) and save it to ``out_dir``.
 
     ``init`` (a model folder or name) starts from those weights instead of random ones, e.g. to
     continue a finished run with a new learning-rate cycle; its architecture and arguments must match,
-    or with ``grow`` it may be a narrower model of the architecture (see :func:`_init_from`).
+    or with ``grow`` it may be a narrower model of the architecture (see :func:`init_from`). Without
+    ``name`` the model is ``init`` itself. Data with other classes than ``init``'s fine-tunes it: every
+    weight but the classifier head(s) is kept (see :func:`emozoo.create`).
     """
     log = log or (lambda e: None)
-    check_model_name(name)  # before reading any data
+    if not name and not init:
+        raise errors.ConfigError("name the model to train (emozoo train resnet18 ...) or give --init WEIGHTS")
+    check_model_name(name or init)  # before reading any data
     val_split = default_val_split(split, val_split)
     probe = open_split(data_spec, split, soft=recipe.target == "soft")
     torch.manual_seed(recipe.seed)
-    model = create(name, label_names=probe.label_names, **model_args)
-    if init:
-        init_from(model, init, grow)
+    if name:
+        model = create(name, label_names=probe.label_names, **model_args)
+        if init:
+            init_from(model, init, grow)
+    else:
+        if model_args or grow:
+            raise errors.ConfigError("--model-arg and --grow need the MODEL to build; without it --init's own "
+                                     "architecture is trained")
+        model = create(init, pretrained=True, label_names=probe.label_names)
     probe.transform = train_transform_for(model.config.input, recipe)
     train_set = Subset(probe, train_indices(len(probe), recipe))
     val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), model.config.label_names)
@@ -55,7 +65,7 @@ def init_from(model: nn.Module, spec: str, grow: bool = False) -> None:
     ``width=0.75``): :func:`emozoo._weights.grow_state_dict` widens them so that ``model`` starts out computing
     what ``spec`` does, which is checked on a random batch.
     """
-    source = create(spec, pretrained=True)
+    source = create(spec, pretrained=True, label_names=None if grow else model.config.label_names)
     theirs = source.state_dict()
     if grow:
         if source.config.architecture != model.config.architecture:

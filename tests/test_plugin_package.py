@@ -53,3 +53,42 @@ def test_emozoo_load_plugins_empty_disables_it(installed):
     env = {**installed, "EMOZOO_LOAD_PLUGINS": ""}
     out = run_python(env, "import emozoo; print('squeezenet' in emozoo.list_models())")
     assert out.strip() == "False"
+
+
+LOAD_TAG = """
+    import json, torch, emozoo
+    model = emozoo.create("squeezenet.ferplus_w25", pretrained=True, revision={revision!r}).eval()
+    with torch.no_grad():
+        probs = model(torch.zeros(1, *model.config.input.shape)).softmax(-1)
+    print(json.dumps({{"name": model.config.name, "origin": model.weights_origin, "width": model.config.model_args,
+                      "sum": float(probs.sum()), "sha": model.config.weights_sha256}}))
+"""
+
+
+def test_the_plugins_pretrained_tag_loads_offline_from_the_installed_package(installed, tmp_path):
+    env = {**installed, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    data = json.loads(run_python(env, LOAD_TAG.format(revision=None)))
+    assert data["name"] == "squeezenet.ferplus_w25" and data["origin"] == "shipped with emozoo-extras"
+    assert data["width"] == {"width": 0.25} and abs(data["sum"] - 1) < 1e-5
+    listed = run_python(env, "import emozoo; print(emozoo.list_models('squeezenet*', pretrained=True))")
+    assert listed.strip() == "['squeezenet.ferplus_w25']"
+
+
+@pytest.mark.slow
+def test_the_plugins_pretrained_tag_loads_through_the_hub(installed, tmp_path):
+    """The same tag from its Hub repo (the local olah server the Hub tests use), into an empty cache."""
+    from pathlib import Path
+
+    from olah_server import OlahHub
+
+    shipped = Path(run_python(installed, "import emozoo_extras; print(emozoo_extras.WEIGHTS)").strip())
+    hub = OlahHub(tmp_path / "olah").start()
+    try:
+        sha = hub.publish("emozoo/squeezenet.ferplus_w25", shipped / "squeezenet.ferplus_w25")
+        env = {**installed, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "HF_HUB_CACHE": str(tmp_path / "hub")}
+        data = json.loads(run_python(env, LOAD_TAG.format(revision="main")))
+    finally:
+        hub.stop()
+    assert data["origin"] == "Hugging Face Hub (emozoo/squeezenet.ferplus_w25)"
+    assert (tmp_path / "hub" / "models--emozoo--squeezenet.ferplus_w25" / "snapshots" / sha).is_dir()

@@ -288,18 +288,22 @@ def unpack_cmd(model, out_dir, force, as_json):
 @click.option("--flip/--no-flip", default=None,
               help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
                    "[default: as saved].")
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Score only the fraction of --split that training with --holdout kept aside (the validation "
+                   "split every choice is made on), e.g. --split Training --holdout 0.1.")
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, as_json):
+def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, holdout, as_json):
     """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split."""
     from ..workflows import evaluate_model
 
     result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
-                            progress=not as_json, backend=backend, flip=flip)
+                            progress=not as_json, backend=backend, flip=flip, holdout=holdout)
     if as_json:
         echo_json(result)
         return
     via = "" if backend == "eager" else f" via {backend} (ONNX Runtime)"
-    click.echo(f"{result['model']} on {result['data']} {result['split']} ({result['n']} faces){via}")
+    part = f" holdout {holdout:g}" if holdout else ""
+    click.echo(f"{result['model']} on {result['data']} {result['split']}{part} ({result['n']} faces){via}")
     click.echo(f"accuracy  {result['accuracy']:.4f}\nmacro-F1  {result['macro_f1']:.4f}\nECE       {result['ece']:.4f}")
     if "accuracy_change" in result:
         click.echo(f"accuracy change vs PyTorch float32 ({result['eager_accuracy']:.4f}): "

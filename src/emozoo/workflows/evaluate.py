@@ -11,13 +11,13 @@ from ..data import eval_transform
 from ..metrics import classification_metrics, plot_confusion
 from ..train import predict_logits
 from .fusion import member_outputs
-from .splits import open_split
+from .splits import open_holdout, open_split
 
 
 @torch.no_grad()
 def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_size: int = 256,
                    members: bool = True, plot: str | None = None, progress: bool = True,
-                   backend: str = "eager", flip: bool | None = None) -> dict:
+                   backend: str = "eager", flip: bool | None = None, holdout: float | None = None) -> dict:
     """Score a model under its dataset's protocol; for an EmoXNet also each member.
 
     ``flip`` turns test-time flip on or off when ``model`` is a name or folder of an emoxnet or
@@ -26,6 +26,9 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     ``backend="onnx"`` or ``"int8"`` scores the model exported to ONNX (int8: statically quantized,
     calibrated on the data's training split) and run by ONNX Runtime; members are then not scored, and
     ``eager_accuracy`` and ``accuracy_change`` compare it with the PyTorch model on the same images.
+
+    ``holdout`` scores only the part of ``split`` that runs trained with ``--holdout`` that fraction kept
+    aside: the validation split every choice is made on, never PublicTest.
     """
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
     if isinstance(model, str):
@@ -40,7 +43,10 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
         if backend not in ("onnx", "int8"):
             raise errors.ConfigError(f"unknown backend {backend!r}; choose eager, onnx or int8")
         model = onnx_model(model, int8=backend == "int8", data_spec=data_spec)
-    data = open_split(data_spec, split, eval_transform(model.config.input), model.config.label_names)
+    if holdout:
+        data = open_holdout(data_spec, split, holdout, eval_transform(model.config.input), model.config.label_names)
+    else:
+        data = open_split(data_spec, split, eval_transform(model.config.input), model.config.label_names)
     member_logits = None
     if isinstance(model, EmoXNet):
         member_logits, features, targets = member_outputs(model, data, progress, batch_size)
@@ -48,7 +54,8 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     else:
         fused, targets = predict_logits(model, data, batch_size, progress=progress, desc="eval")
     labels = model.config.label_names
-    result = {"model": name, "data": data_spec, "split": split, "backend": backend,
+    result = {"model": name, "data": data_spec, "split": split, **({"holdout": holdout} if holdout else {}),
+              "backend": backend,
               "flip": bool(model.config.model_args.get("flip", False)),
               **classification_metrics(fused.softmax(1), targets, labels)}
     if backend != "eager":

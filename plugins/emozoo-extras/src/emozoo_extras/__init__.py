@@ -1,5 +1,7 @@
-"""emozoo-extras: an example plugin adding a backbone, a fusion and a distillation loss."""
+"""emozoo-extras: an example plugin adding a backbone (with published weights), a fusion and a distillation loss."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -77,9 +79,17 @@ class LogitMSE(nn.Module):
         return self.alpha * mse + (1 - self.alpha) * ce
 
 
+#: weights shipped inside this package, laid out like their Hub repos (config.json, model.safetensors, README.md)
+WEIGHTS = Path(__file__).parent / "weights"
+
+
 @emozoo.hookimpl
 def register_backbones(register):
-    register("squeezenet", SqueezeNet)
+    # ``squeezenet.ferplus_w25``: a quarter-width SqueezeNet trained briefly on FER+, to show how a plugin
+    # publishes weights; pretrained=True finds the shipped copy offline, or the Hub repo.
+    register("squeezenet", SqueezeNet, pretrained={"ferplus_w25": emozoo.PretrainedCfg(
+        hf_hub_id="emozoo/squeezenet.ferplus_w25", folder=WEIGHTS / "squeezenet.ferplus_w25",
+        description="SqueezeNet 1.1 at width 0.25 (48 k parameters), 4 epochs on FER+: a demo tag")})
 
 
 @emozoo.hookimpl

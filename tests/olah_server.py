@@ -36,7 +36,7 @@ class OlahHub:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "OlahHub":
+    def start(self, timeout: float = 60) -> OlahHub:
         self.mirrors.mkdir(parents=True, exist_ok=True)
         config = self.root / "olah.toml"
         config.write_text("\n".join([
@@ -121,7 +121,7 @@ class FaultyProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> "FaultyProxy":
+    def __enter__(self) -> FaultyProxy:
         self._thread.start()
         return self
 

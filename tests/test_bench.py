@@ -9,12 +9,11 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO
 from torch import nn
 
 import emozoo
 from emozoo import bench as B
-
-from conftest import REPO
 
 FAST = ("--min-runs", "3", "--max-time", "0.05", "--no-roofline", "--threads", "1")
 

@@ -4,7 +4,6 @@ import json
 import pytest
 
 
-
 @pytest.fixture
 def run(cli):
     return cli
@@ -84,6 +83,9 @@ def test_version(run):
 
 
 def test_commands_are_module_level_and_run_on_their_own():
+    from click.testing import CliRunner
+
+    from emozoo.cli import build_cli
     from emozoo.cli.bench import bench_cmd, export_cmd
     from emozoo.cli.hub import pull_cmd, push_cmd
     from emozoo.cli.models import info_cmd, list_cmd, models_group

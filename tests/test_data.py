@@ -8,9 +8,22 @@ from PIL import Image
 
 from emozoo import InputSpec
 from emozoo.data import (
-    AUGMENT_STRENGTHS, DEFAULT_FERPLUS_NPZ, FER2013_LABELS, FERPLUS_LABELS, FERPLUS_VOTE_COLUMNS, RAFDB_LABELS,
-    FER2013Csv, FerPlusCsv, FerPlusNpz, ImageFolderDataset, RafDB, augment_batch, eval_transform, map_labels,
-    open_dataset, train_transform,
+    AUGMENT_STRENGTHS,
+    DEFAULT_FERPLUS_NPZ,
+    FER2013_LABELS,
+    FERPLUS_LABELS,
+    FERPLUS_VOTE_COLUMNS,
+    RAFDB_LABELS,
+    FER2013Csv,
+    FerPlusCsv,
+    FerPlusNpz,
+    ImageFolderDataset,
+    RafDB,
+    augment_batch,
+    eval_transform,
+    map_labels,
+    open_dataset,
+    train_transform,
 )
 from emozoo.errors import ConfigError, DataError
 

@@ -8,10 +8,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import REPO, install_plugin_package
 
 import emozoo
-
-from conftest import REPO, install_plugin_package
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,
                                 reason="the BlazeFace plugin runs on ai-edge-litert: pip install ai-edge-litert")

@@ -3,13 +3,17 @@ import math
 
 import pytest
 import torch
-
-from emozoo.builtins.distill import (BUILTIN_DISTILL_LOSSES, DISTLoss, KDLoss, KDSmoothLoss,
-                                     register_distill_losses, soft_cross_entropy)
-from emozoo.errors import ConfigError
-
-
 from conftest import softmax  # noqa: E402
+
+from emozoo.builtins.distill import (
+    BUILTIN_DISTILL_LOSSES,
+    DISTLoss,
+    KDLoss,
+    KDSmoothLoss,
+    register_distill_losses,
+    soft_cross_entropy,
+)
+from emozoo.errors import ConfigError
 
 
 def kl(p, q):

@@ -3,13 +3,18 @@ import math
 
 import pytest
 import torch
-
-from emozoo.builtins.fusion import (BUILTIN_FUSIONS, LearnedWeights, MajorityVote, MeanLogit, MeanProb,
-                                    Stacking, register_fusions)
-from emozoo.errors import ConfigError
-
-
 from conftest import softmax  # noqa: E402
+
+from emozoo.builtins.fusion import (
+    BUILTIN_FUSIONS,
+    LearnedWeights,
+    MajorityVote,
+    MeanLogit,
+    MeanProb,
+    Stacking,
+    register_fusions,
+)
+from emozoo.errors import ConfigError
 
 
 def stack(*members):

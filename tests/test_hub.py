@@ -14,13 +14,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 from huggingface_hub import CommitInfo, HfApi, ModelCard, constants, scan_cache_dir, snapshot_download
+from olah_server import FaultyProxy, OlahHub, free_port
 from safetensors.torch import load as load_safetensors
 
 import emozoo
 from emozoo._publish import push_to_hub
 from emozoo.cli import build_cli
-from emozoo.plugins import plugin_info, unregister_plugin
-from olah_server import FaultyProxy, OlahHub, free_port
+from emozoo.plugins import unregister_plugin
 
 OID = "0123456789abcdef0123456789abcdef01234567"
 
@@ -239,7 +239,8 @@ def test_hub_faults_give_one_clear_error_leave_no_partial_file_and_a_retry_succe
     hf(olah.url)
     assert same_outputs(model, emozoo.create(f"hf-hub:{repo_id}", pretrained=True))
     weights = (storage / "snapshots" / sha / "model.safetensors").resolve()
-    assert hashlib.sha256(weights.read_bytes()).hexdigest() == json.loads((tmp_path / "m" / "config.json").read_text())["weights_sha256"]
+    recorded = json.loads((tmp_path / "m" / "config.json").read_text())["weights_sha256"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == recorded
 
 
 @pytest.mark.parametrize("mode", ["error", "cut"])
@@ -312,8 +313,8 @@ def test_push_commits_weights_config_and_card_once_and_round_trips(olah, hf, hub
     result = meta["model-index"][0]["results"][0]
     assert result["dataset"]["split"] == "PublicTest" and result["metrics"][0] == {
         "type": "accuracy", "value": 0.8125, "name": "accuracy"}
-    for text in ("| PublicTest | 0.8125 | 0.6100 | 0.0310 | 3553 |", "| PublicTest | 0.9000 | 0.9500 |", "`1:mini_xception` 0.7400",
-                 "7 contempt", "resized to 48x48, 1 channel(s)", "`learned_weights`", "members.i.*",
+    for text in ("| PublicTest | 0.8125 | 0.6100 | 0.0310 | 3553 |", "| PublicTest | 0.9000 | 0.9500 |",
+                 "`1:mini_xception` 0.7400", "7 contempt", "resized to 48x48, 1 channel(s)", "`learned_weights`", "members.i.*",
                  '"holdout": 0.05', 'emozoo.create("hf-hub:acme/ens", pretrained=True)', "arXiv:2106.16126",
                  "Measured with `emozoo eval runs/ens"):
         assert text in card.text, text

@@ -9,14 +9,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 
 import emozoo
-from emozoo.inference import crop_face, load_image
-from emozoo.cli import build_cli
 from emozoo.errors import DataError
-
-from conftest import REPO
+from emozoo.inference import crop_face, load_image
 
 #: the astronaut photo at 256 x 256 and where OpenCV's Haar cascade finds her face in it
 SIZE = 256

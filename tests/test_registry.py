@@ -4,14 +4,12 @@ import inspect
 
 import pytest
 import torch
+from conftest import TinyNet  # noqa: E402
 from torch import nn
 
 import emozoo
 from emozoo import hookspecs, plugins
 from emozoo._registry import ARCHITECTURES, DISTILL_LOSSES, FACE_DETECTORS, FUSIONS
-
-
-from conftest import TinyNet  # noqa: E402
 
 
 def test_builtins_are_registered_through_the_hooks():

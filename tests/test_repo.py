@@ -1,7 +1,7 @@
 """The repository holds the library, not its lab notebook: no experiment weights or large outputs are tracked."""
 import shutil
-from pathlib import Path
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import REPO

@@ -314,6 +314,7 @@ def test_bad_recipe_file(tmp_path):
 
 def test_recipes_in_the_repo_are_valid():
     from conftest import REPO
+
     from emozoo.train import Recipe
 
     files = sorted((REPO / "recipes").glob("*.json"))

@@ -13,7 +13,6 @@ from ._builder import create, list_models
 from ._config import FERPLUS_LABELS, InputSpec, ModelConfig
 from ._detectors import Face, create_detector, list_detectors, register_face_detector
 from ._models import ArchitectureCfg, PretrainedCfg
-from .inference import Prediction, Predictor, iter_predict, predict
 from ._profile import count_macs, count_params
 from ._publish import pull, push_to_hub
 from ._version import __version__
@@ -21,12 +20,34 @@ from ._weights import load_weights, save_pretrained
 from .builtins.emoxnet import EmoXNet
 from .builtins.fusion import Fusion
 from .data.transforms import face_transform
-from .errors import (ConfigError, DataError, DuplicateNameError, EmozooError, ExportError, PluginError,
-                     UnknownBackboneError, UnknownDatasetError, UnknownDistillLossError, UnknownFaceDetectorError,
-                     UnknownFusionError, UnknownModelError, UnknownNameError, WeightsError)
+from .errors import (
+                     ConfigError,
+                     DataError,
+                     DuplicateNameError,
+                     EmozooError,
+                     ExportError,
+                     PluginError,
+                     UnknownBackboneError,
+                     UnknownDatasetError,
+                     UnknownDistillLossError,
+                     UnknownFaceDetectorError,
+                     UnknownFusionError,
+                     UnknownModelError,
+                     UnknownNameError,
+                     WeightsError,
+)
 from .hookspecs import hookimpl
-from .plugins import (list_backbones, list_datasets, list_distill_losses, list_fusions, load_plugins, register_backbone,
-                      register_distill_loss, register_fusion)
+from .inference import Prediction, Predictor, iter_predict, predict
+from .plugins import (
+                     list_backbones,
+                     list_datasets,
+                     list_distill_losses,
+                     list_fusions,
+                     load_plugins,
+                     register_backbone,
+                     register_distill_loss,
+                     register_fusion,
+)
 
 __all__ = [
     "__version__",
@@ -43,6 +64,6 @@ __all__ = [
     "predict", "iter_predict", "Predictor", "Prediction", "Face", "create_detector", "list_detectors",
     # errors
     "EmozooError", "UnknownNameError", "UnknownModelError", "UnknownBackboneError", "UnknownFusionError",
-    "UnknownDistillLossError", "UnknownFaceDetectorError", "UnknownDatasetError", "DuplicateNameError", "PluginError", "ConfigError",
-    "WeightsError", "DataError", "ExportError",
+    "UnknownDistillLossError", "UnknownFaceDetectorError", "UnknownDatasetError", "DuplicateNameError",
+    "PluginError", "ConfigError", "WeightsError", "DataError", "ExportError",
 ]

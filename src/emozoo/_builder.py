@@ -10,14 +10,15 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import _hub, errors
-from ._config import FERPLUS_LABELS, WEIGHTS_NAME, InputSpec, ModelConfig
+from ._config import WEIGHTS_NAME, InputSpec, ModelConfig
 from ._models import TIMM_PREFIX, ArchitectureCfg, architecture_cfg, build_architecture
 from ._pretrained import published, resolve
 from ._registry import ARCHITECTURES, natural_key

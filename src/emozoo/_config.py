@@ -97,7 +97,7 @@ class ModelConfig:
         return {"format": "emozoo", "config_version": CONFIG_VERSION, "num_classes": self.num_classes, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> ModelConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
         d = copy.deepcopy(d)
@@ -163,7 +163,7 @@ class ModelConfig:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ModelConfig":
+    def load(cls, directory: str | Path) -> ModelConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise ConfigError(f"{path}: not found; a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")

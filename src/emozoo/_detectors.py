@@ -8,8 +8,9 @@ it is installed.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ._registry import FACE_DETECTORS
 from .plugins import _user_register, load_plugins

@@ -3,8 +3,8 @@
 This module moves files and never builds a model: :func:`emozoo.create` checks what it downloads
 (``config.json`` parsed once, the weights' sha256 checked once as they load), and
 :mod:`emozoo._publish` prepares what it uploads. A model repo holds ``config.json``,
-``model.safetensors`` and a generated ``README.md`` model card, at its top level. Downloads go through ``huggingface_hub`` (``HfApi.model_info``, ``hf_hub_download``)
-into the Hugging Face cache, so ``HF_ENDPOINT``, ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
+``model.safetensors`` and a generated ``README.md`` model card, at its top level. Downloads go through
+``huggingface_hub`` (``HfApi.model_info``, ``hf_hub_download``) into the Hugging Face cache, so ``HF_ENDPOINT``, ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
 ``HF_TOKEN`` work as usual. Every failure becomes a :class:`WeightsError` whose message names the fix.
 """
 from __future__ import annotations
@@ -79,8 +79,8 @@ def cached(repo_id: str, revision: str | None = None) -> Path | None:
         return None
 
 
-def upload(repo_id: str, files: dict[str, "Path | bytes"], *, message: str, revision: str | None = None,
-           private: bool = False, token: str | None = None) -> "CommitInfo":
+def upload(repo_id: str, files: dict[str, Path | bytes], *, message: str, revision: str | None = None,
+           private: bool = False, token: str | None = None) -> CommitInfo:
     """Commit ``files`` (repo path -> local file or bytes) to ``repo_id`` in one commit, creating the repo
     (and the branch ``revision``, from ``main``) when missing. Every failure is a one-line WeightsError."""
     from huggingface_hub import CommitOperationAdd, HfApi

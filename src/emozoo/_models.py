@@ -8,9 +8,10 @@ themselves in their own module (``emozoo.builtins.*`` or a plugin) when they reg
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -78,14 +79,14 @@ class ArchitectureCfg:
     normalize: Callable[[dict], dict] | None = None
     components: Callable[[dict], list] | None = None
     as_member: Callable[[dict], dict] | None = None
-    describe: Callable[["ModelConfig"], str] | None = None
-    card: Callable[["ModelConfig"], str] | None = None
+    describe: Callable[[ModelConfig], str] | None = None
+    card: Callable[[ModelConfig], str] | None = None
     card_tags: tuple[str, ...] = ()
     fresh: tuple[str, ...] = ()
 
     @classmethod
-    def from_hook(cls, name: str, owner: str, backbone: bool, cfg: "ArchitectureCfg | None" = None,
-                  **kwargs: Any) -> "ArchitectureCfg":
+    def from_hook(cls, name: str, owner: str, backbone: bool, cfg: ArchitectureCfg | None = None,
+                  **kwargs: Any) -> ArchitectureCfg:
         """The cfg of ``register(name, factory, description, cfg=... or **fields)`` in a plugin hook."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - known)
@@ -114,10 +115,10 @@ class ArchitectureCfg:
     def member_of(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         return self.as_member(args) if self.as_member else {"backbone": name, "args": dict(args)}
 
-    def description_of(self, config: "ModelConfig") -> str:
+    def description_of(self, config: ModelConfig) -> str:
         return self.describe(config) if self.describe else f"A `{config.architecture}` network"
 
-    def card_of(self, config: "ModelConfig") -> str:
+    def card_of(self, config: ModelConfig) -> str:
         if self.card:
             return self.card(config)
         return f"Backbone `{config.architecture}` with arguments `{json.dumps(config.model_args)}`."

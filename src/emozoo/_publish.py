@@ -35,9 +35,9 @@ def pull(spec: str, revision: str | None = None) -> Path:
     return folder
 
 
-def push_to_hub(model_or_dir: "nn.Module | str | Path", repo_id: str, *, revision: str | None = None,
+def push_to_hub(model_or_dir: nn.Module | str | Path, repo_id: str, *, revision: str | None = None,
                 private: bool = False, token: str | None = None, commit_message: str | None = None,
-                notes: str | None = None, license: str | None = None) -> "CommitInfo":
+                notes: str | None = None, license: str | None = None) -> CommitInfo:
     """Publish a model to the Hub repo ``repo_id`` in one commit: weights, config and model card.
 
     ``model_or_dir`` is a model made by :func:`emozoo.create`, a folder written by
@@ -57,7 +57,7 @@ def push_to_hub(model_or_dir: "nn.Module | str | Path", repo_id: str, *, revisio
         return _hub.upload(repo_id, files, message=message, revision=revision, private=private, token=token)
 
 
-def write_repo(model_or_dir: "nn.Module | str | Path", repo_id: str, out_dir: str | Path, *,
+def write_repo(model_or_dir: nn.Module | str | Path, repo_id: str, out_dir: str | Path, *,
                notes: str | None = None, license: str | None = None) -> Path:
     """Write into ``out_dir`` exactly the files that :func:`push_to_hub` would commit to ``repo_id``.
 

@@ -6,7 +6,7 @@ them all in one place; the CLI turns them into a one-line message and a non-zero
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class EmozooError(Exception):

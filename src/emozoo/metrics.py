@@ -1,7 +1,7 @@
 """Evaluation metrics: accuracy, per-class accuracy, macro-F1, expected calibration error, confusion."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -14,15 +14,25 @@ import importlib
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
 from . import errors, hookspecs
 from ._models import ArchitectureCfg
-from ._registry import ARCHITECTURES, DATASETS, DISTILL_LOSSES, FUSIONS, HOOK_REGISTRIES, USER_OWNER, Registry, registries
+from ._registry import (
+    ARCHITECTURES,
+    DATASETS,
+    DISTILL_LOSSES,
+    FUSIONS,
+    HOOK_REGISTRIES,
+    USER_OWNER,
+    Registry,
+    registries,
+)
 from ._version import __version__
 
 ENTRY_POINT_GROUP = "emozoo"

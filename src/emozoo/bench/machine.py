@@ -5,9 +5,9 @@ import os
 import platform
 import re
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

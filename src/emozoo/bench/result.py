@@ -1,8 +1,8 @@
 """One benchmark row (:class:`BenchResult`), how a timing fills it, and which backend won."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 from .timing import Timing
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,8 +85,8 @@ def bench_model(model: str | nn.Module, *, name: str | None = None, backends: Se
     turns a named emoxnet / emoxnetlite's test-time flip on or off (the label says so); ``model_args``
     shape a named architecture with random weights (the label shows them);
     ``peak_flops`` (from :func:`measure_peak_flops`) adds the roofline figures; ``data_spec`` calibrates int8
-    and checks ONNX exports (``require_data``: it must be readable, else random inputs stand in and the note says so). Failures become rows
-    with ``error`` set. The fastest backend per batch size gets ``best=True``.
+    and checks ONNX exports (``require_data``: it must be readable, else random inputs stand in and the note
+    says so). Failures become rows with ``error`` set. The fastest backend per batch size gets ``best=True``.
     """
     label = name or (model if isinstance(model, str) else getattr(getattr(model, "config", None), "name", None)
                      or type(model).__name__)
@@ -148,7 +149,7 @@ def _bench_backend(model, backend, rows, shape, workdir, data_spec, peak_flops, 
                 r.setup_s = setup + time.perf_counter() - t0
                 if backend == "compile":
                     mem.reset()
-                set_timing(r, time_batches(lambda: (forward(x), sync()), min_runs=min_runs, max_time=max_time,
+                set_timing(r, time_batches(lambda x=x, sync=sync: (forward(x), sync()), min_runs=min_runs, max_time=max_time,
                                            target=target), peak_flops)
             r.mem_mib = mem.mib
         except Exception as exc:  # noqa: BLE001

@@ -13,7 +13,7 @@ vote distributions); it returns a scalar. Notation: ``s`` and ``t`` are student 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -6,15 +6,23 @@ to the registry (arguments, test-time flip, model-card text, published weights).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from .. import errors
-from .._models import (ArchitectureCfg, PretrainedCfg, build_backbone, build_fusion, check_flip, member_outputs,
-                       member_spec)
+from .._models import (
+    ArchitectureCfg,
+    PretrainedCfg,
+    build_backbone,
+    build_fusion,
+    check_flip,
+    member_outputs,
+    member_spec,
+)
 from ..hookspecs import hookimpl
 
 DEFAULT_MEMBERS = ("resnet18", "vgg13", "convnext_pico")

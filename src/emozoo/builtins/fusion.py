@@ -16,7 +16,7 @@ probabilities as ``mean_logit`` and ``stacking`` over logits the same logits.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -53,6 +53,12 @@ def calibration_spec(given: str | None) -> tuple[str | None, bool]:
     return default_calibration_data(), False
 
 
+CALIBRATION_HELP = ("Data spec (as --data takes elsewhere) whose training faces calibrate int8 and check ONNX "
+                    "exports; --data is the old name. Default: $EMOZOO_CALIBRATION_DATA if set, else the FER+ .npz "
+                    "beside a source checkout ($EMOZOO_FERPLUS_NPZ) if it exists, else random normal inputs, which "
+                    "the output says.")
+
+
 @click.command("bench")
 @click.argument("patterns", nargs=-1)
 @click.option("--batch-size", "batch_sizes", default="1", show_default=True, help="Batch sizes, e.g. 1,32.")
@@ -67,7 +73,7 @@ def calibration_spec(given: str | None) -> tuple[str | None, bool]:
 @click.option("--target", default=0.02, show_default=True,
               help="Stop once the median's 95% confidence interval is within this fraction.")
 @click.option("--calibration-data", "--data", "data_spec", metavar="SPEC",
-              help="Data spec (as --data takes elsewhere) whose training faces calibrate int8 and check ONNX exports; --data is the old name. Default: $EMOZOO_CALIBRATION_DATA if set, else the FER+ .npz beside a source checkout ($EMOZOO_FERPLUS_NPZ) if it exists, else random normal inputs, which the output says.")
+              help=CALIBRATION_HELP)
 @click.option("--roofline/--no-roofline", default=True, help="Measure the float32 peak for the roofline bound.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write an accuracy-against-latency PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -145,7 +151,7 @@ def bench_cmd(patterns, batch_sizes, threads, backends, device, input_size, min_
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file [NAME.onnx, or NAME.int8.onnx].")
 @click.option("--int8", is_flag=True, help="Quantize to int8 (ONNX Runtime, static, calibrated on faces).")
 @click.option("--calibration-data", "--data", "data_spec", metavar="SPEC",
-              help="Data spec (as --data takes elsewhere) whose training faces calibrate int8 and check ONNX exports; --data is the old name. Default: $EMOZOO_CALIBRATION_DATA if set, else the FER+ .npz beside a source checkout ($EMOZOO_FERPLUS_NPZ) if it exists, else random normal inputs, which the output says.")
+              help=CALIBRATION_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def export_cmd(name, fmt, out, int8, data_spec, as_json):
     """Export model NAME to ONNX and check that ONNX Runtime reproduces PyTorch.

@@ -1,8 +1,8 @@
 """A class-per-folder tree of images (``root/<split>/<class>/*.jpg``)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image

@@ -5,7 +5,7 @@ matches names through :data:`SYNONYMS` so a dataset can be read in any model's o
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

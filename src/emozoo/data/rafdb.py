@@ -1,8 +1,8 @@
 """RAF-DB's basic expressions: ``EmoLabel/list_patition_label.txt`` and the aligned (or original) images."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from .._registry import DATASETS
-from ..plugins import load_plugins
 from ..errors import DataError
+from ..plugins import load_plugins
 from .base import FaceDataset, existing_path
 
 #: The FER2013 + FER+ file of this project (Training and PublicTest): ``$EMOZOO_FERPLUS_NPZ`` when set,

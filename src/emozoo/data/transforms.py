@@ -7,10 +7,9 @@ colour is reduced to 1 by luminance. Augmentation works on the small uint8 image
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
-
-import math
 
 import torch
 import torch.nn.functional as F

@@ -15,8 +15,18 @@ from .crop import crop_face
 from .draw import draw_faces
 from .engine import Predictor, iter_predict, predict
 from .results import FacePrediction, Prediction
-from .sources import (CAMERA_PREFIX, IMAGE_EXTS, VIDEO_EXTS, array_to_rgb, expand_inputs, iter_frames, load_image,
-                      open_capture, progress_bar, to_rgb)
+from .sources import (
+                      CAMERA_PREFIX,
+                      IMAGE_EXTS,
+                      VIDEO_EXTS,
+                      array_to_rgb,
+                      expand_inputs,
+                      iter_frames,
+                      load_image,
+                      open_capture,
+                      progress_bar,
+                      to_rgb,
+)
 from .tracking import TRACK_IOU, Tracker
 
 __all__ = ["CAMERA_PREFIX", "IMAGE_EXTS", "VIDEO_EXTS", "TRACK_IOU", "FacePrediction", "Prediction", "Predictor",

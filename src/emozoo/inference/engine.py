@@ -1,7 +1,8 @@
 """The front door: :class:`Predictor` (a model and a face detector) and :func:`predict` / :func:`iter_predict`."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,9 +26,9 @@ class Predictor:
 
     def __init__(self, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *, batch_size: int = 32,
                  min_face: float = 0, device: str | torch.device | None = None):
-        from ..data.transforms import face_transform
-        from .._config import ModelConfig
         from .._builder import create
+        from .._config import ModelConfig
+        from ..data.transforms import face_transform
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")

@@ -6,8 +6,14 @@ by name or folder is loaded by :func:`emozoo.create`.
 from __future__ import annotations
 
 from .distill import distill_model, teacher_outputs
-from .ensemble import (SEARCH_FUSIONS, assemble_ensemble, build_ensemble, search_ensemble, shared_holdout,
-                       unpack_ensemble)
+from .ensemble import (
+                       SEARCH_FUSIONS,
+                       assemble_ensemble,
+                       build_ensemble,
+                       search_ensemble,
+                       shared_holdout,
+                       unpack_ensemble,
+)
 from .evaluate import evaluate_model
 from .fusion import fit_fusion, fit_fusion_on_outputs, member_outputs
 from .member import init_from, train_model, train_transform_for

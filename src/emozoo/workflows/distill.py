@@ -14,8 +14,8 @@ from .. import errors
 from .._builder import create
 from .._registry import DISTILL_LOSSES
 from .._weights import write_safetensors
-from ..plugins import load_plugins
 from ..data import eval_transform
+from ..plugins import load_plugins
 from ..train import Recipe, check_mixup_teacher, device_for, fit, predict_logits
 from .member import init_from, train_transform_for
 from .saving import Log, save_trained

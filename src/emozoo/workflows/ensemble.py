@@ -9,8 +9,8 @@ from torch import nn
 from .. import errors
 from .._builder import create
 from .._models import architecture_cfg
-from ..builtins.emoxnet import EmoXNet
 from .._weights import save_pretrained
+from ..builtins.emoxnet import EmoXNet
 from ..data import eval_transform
 from .evaluate import evaluate_model
 from .fusion import fit_fusion

@@ -8,8 +8,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .. import errors
-from .._builder import check_model_name
-from .._builder import create
+from .._builder import check_model_name, create
 from .._weights import grow_state_dict, state_dict_mismatch
 from ..data import eval_transform, train_transform
 from ..train import Recipe, fit

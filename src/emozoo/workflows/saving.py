@@ -1,8 +1,8 @@
 """Saving a trained model with its recipe and its validation metrics, and the command that reproduces them."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 from .._weights import save_pretrained
 from ..train import Dist, Recipe

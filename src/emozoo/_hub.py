@@ -4,8 +4,9 @@ This module moves files and never builds a model: :func:`emozoo.create` checks w
 (``config.json`` parsed once, the weights' sha256 checked once as they load), and
 :mod:`emozoo._publish` prepares what it uploads. A model repo holds ``config.json``,
 ``model.safetensors`` and a generated ``README.md`` model card, at its top level. Downloads go through
-``huggingface_hub`` (``HfApi.model_info``, ``hf_hub_download``) into the Hugging Face cache, so ``HF_ENDPOINT``, ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
-``HF_TOKEN`` work as usual. Every failure becomes a :class:`WeightsError` whose message names the fix.
+``huggingface_hub`` (``HfApi.model_info``, ``hf_hub_download``) into the Hugging Face cache, so
+``HF_ENDPOINT``, ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` work as usual. Every
+failure becomes a :class:`WeightsError` whose message names the fix.
 """
 from __future__ import annotations
 

@@ -168,3 +168,18 @@ def test_no_module_outside_an_architectures_own_tests_its_name():
                 found += [f"{module}:{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1)
                           if test.search(line)]
     assert not found, "\n".join(found)
+
+
+def test_the_public_surface_is_complete_and_documented():
+    import inspect
+
+    import emozoo
+
+    wanted = {"create", "list_models", "list_backbones", "list_fusions", "list_distill_losses", "list_detectors",
+              "list_datasets", "Fusion", "BackboneBase", "ArchitectureCfg", "PretrainedCfg", "push_to_hub", "pull",
+              "save_pretrained", "face_transform", "register_backbone", "register_fusion", "register_distill_loss",
+              "register_face_detector"}
+    assert wanted <= set(emozoo.__all__)
+    undocumented = [name for name in emozoo.__all__ if (inspect.isfunction(obj := getattr(emozoo, name))
+                                                        or inspect.isclass(obj)) and not inspect.getdoc(obj)]
+    assert not undocumented

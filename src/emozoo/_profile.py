@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> int:
+    """The number of parameters of ``model`` (every tensor in ``model.parameters()``, trainable or not)."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -76,10 +76,13 @@ def test_plugins(run):
     assert "emozoo.builtins.distill (built-in)" in text and "distillation losss" not in text
 
 
-def test_version(run):
-    import emozoo
+def test_version_is_the_newest_release_in_the_changelog(run):
+    import re
 
-    assert emozoo.__version__ in run("--version").output
+    from conftest import REPO
+
+    newest = re.search(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", (REPO / "CHANGELOG.md").read_text(), re.M)
+    assert run("--version").output == f"emozoo, version {newest[1]}\n"
 
 
 def test_commands_are_module_level_and_run_on_their_own():

@@ -10,7 +10,6 @@ from emozoo.builtins.distill import (
     DISTLoss,
     KDLoss,
     KDSmoothLoss,
-    register_distill_losses,
     soft_cross_entropy,
 )
 from emozoo.errors import ConfigError
@@ -39,10 +38,17 @@ Y = [0, 1]
 ONE_HOT = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
 
 
-def test_registers_every_builtin():
-    names = {}
-    register_distill_losses(register=lambda name, factory, description=None: names.setdefault(name, factory))
-    assert names == BUILTIN_DISTILL_LOSSES and set(names) == {"kd", "kd_smooth", "dist"}
+def test_every_builtin_loss_is_registered_through_its_hook_and_gives_a_scalar():
+    import emozoo
+    from emozoo._registry import DISTILL_LOSSES
+
+    assert {"kd", "kd_smooth", "dist"} <= set(emozoo.list_distill_losses())
+    student, teacher = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
+    for name in ("kd", "kd_smooth", "dist"):
+        entry = DISTILL_LOSSES.get(name)
+        assert entry.owner == "emozoo.builtins.distill" and entry.description, name
+        loss = entry.factory()(student, teacher, torch.tensor([0, 1, 2, 0]))
+        assert loss.ndim == 0 and loss.item() > 0, name
 
 
 def test_soft_cross_entropy_hand_computed():

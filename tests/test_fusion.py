@@ -12,7 +12,6 @@ from emozoo.builtins.fusion import (
     MeanLogit,
     MeanProb,
     Stacking,
-    register_fusions,
 )
 from emozoo.errors import ConfigError
 
@@ -26,11 +25,19 @@ Z1, Z2 = [1.0, 0.0], [0.0, 2.0]  # two members, two classes
 P1, P2 = softmax(Z1), softmax(Z2)
 
 
-def test_registers_every_builtin():
-    names = {}
-    register_fusions(register=lambda name, factory, description=None: names.setdefault(name, factory))
-    assert names == BUILTIN_FUSIONS
-    assert set(names) == {"mean_prob", "mean_logit", "learned_weights", "stacking", "majority_vote"}
+def test_every_builtin_fusion_is_registered_through_its_hook_and_builds():
+    import emozoo
+    from emozoo._registry import FUSIONS
+
+    builtin = {"mean_prob", "mean_logit", "learned_weights", "stacking", "majority_vote"}
+    assert builtin <= set(emozoo.list_fusions())
+    for name in builtin:
+        entry = FUSIONS.get(name)
+        assert entry.owner == "emozoo.builtins.fusion" and entry.description, name
+        fusion = entry.factory(num_members=3, num_classes=4, feature_dims=[6, 7, 8])
+        assert isinstance(fusion, emozoo.Fusion)
+        fused = fusion(torch.randn(3, 2, 4), [torch.randn(2, d) for d in (6, 7, 8)])
+        assert fused.shape == (2, 4) and torch.isfinite(fused).all(), name
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_FUSIONS))

@@ -15,6 +15,17 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: fixtures that make a test one of the long kinds, and the marker each gets (see pyproject.toml), so that
+#: ``-m "not hub_server and not pip_install"`` gives a quick run
+FIXTURE_MARKERS = {"olah": "hub_server", "installed": "pip_install"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
 
 def softmax(z, T=1.0):
     """Reference softmax of a list of floats at temperature ``T``, written out to check the library against."""

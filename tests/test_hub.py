@@ -133,10 +133,11 @@ def test_one_load_parses_the_config_once_and_hashes_the_weights_once(olah, hf, t
     import emozoo._weights
 
     folder = saved(tiny(3), tmp_path / "m")
-    olah.publish("acme/counted", folder)
+    repo = f"acme/counted-{'cached' if cached else 'fresh'}"
+    olah.publish(repo, folder)
     hf(olah.url)
     if cached:
-        emozoo.pull("acme/counted")
+        emozoo.pull(repo)
     counts = {"parse": 0, "hash": 0}
     real_from_dict, real_sha = emozoo.ModelConfig.from_dict.__func__, emozoo._weights.sha256_file
 
@@ -151,7 +152,7 @@ def test_one_load_parses_the_config_once_and_hashes_the_weights_once(olah, hf, t
     monkeypatch.setattr(emozoo._config.ModelConfig, "from_dict", classmethod(counted_from_dict))
     for module in (emozoo._weights, emozoo._builder):
         monkeypatch.setattr(module, "sha256_file", counted_sha)
-    model = emozoo.create("hf-hub:acme/counted", pretrained=True)
+    model = emozoo.create(f"hf-hub:{repo}", pretrained=True)
     assert counts == {"parse": 1, "hash": 1}
     assert model.config.weights_sha256 == real_sha(folder / "model.safetensors")
 

@@ -73,7 +73,7 @@ def test_the_plugins_pretrained_tag_loads_offline_from_the_installed_package(ins
     assert listed.strip() == "['squeezenet.ferplus_w25']"
 
 
-@pytest.mark.slow
+@pytest.mark.hub_server
 def test_the_plugins_pretrained_tag_loads_through_the_hub(installed, tmp_path):
     """The same tag from its Hub repo (the local olah server the Hub tests use), into an empty cache."""
     from pathlib import Path

@@ -51,6 +51,7 @@ def test_the_model_card_states_results_labels_input_recipe_terms_and_citation(na
         assert text in card.text, text
 
 
+@pytest.mark.ensemble_weights
 def test_pretrained_true_works_offline_with_an_empty_cache(tmp_path):
     """A fresh clone: no network, nothing in the Hugging Face cache; the shipped copies are used."""
     code = textwrap.dedent("""
@@ -75,6 +76,7 @@ def test_pretrained_true_works_offline_with_an_empty_cache(tmp_path):
     assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
 
 
+@pytest.mark.ensemble_weights
 def test_the_shipped_ensembles_members_keep_their_training_holdout_when_unpacked(tmp_path):
     """So that a learned fusion can be fitted over them again."""
     result = CliRunner().invoke(build_cli(), ["unpack", "emoxnet.ferplus", "--out", str(tmp_path / "m"), "--json"])

@@ -244,6 +244,7 @@ def test_batch_augment_trains_repeatably_and_is_recorded(fer_csv, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.multiprocess
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(fer_csv, tmp_path):
     args = ["train", "resnet10", "--model-arg", "width=0.5", "--data", fer_csv, "--epochs", 3, "--val-split", "none",
             *FAST]
@@ -271,6 +272,7 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(fer_csv, tmp_p
         assert torch.allclose(va.float(), vb.float(), atol=1e-5), k
 
 
+@pytest.mark.multiprocess
 def test_ddp_two_processes_gloo_matches_single_process_steps(member, fer_csv, tmp_path):
     out = tmp_path / "ddp"
     proc = subprocess.Popen(

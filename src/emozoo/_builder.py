@@ -7,6 +7,7 @@ weights hashed once per call.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import os
@@ -242,7 +243,7 @@ def _fresh_config(arch: str, cfg: ArchitectureCfg, num_classes, label_names, in_
         spec = InputSpec(in_chans=in_chans or spec.in_chans, size=tuple(input_size or spec.size),
                          mean=spec.mean[:1], std=spec.std[:1], crop_margin=spec.crop_margin)
     else:
-        spec = InputSpec(**{**spec.__dict__})  # each model owns its spec
+        spec = dataclasses.replace(spec)  # each model owns its spec
     return ModelConfig(architecture=arch, model_args=cfg.normalized_args(kwargs), label_names=tuple(label_names),
                        input=spec)
 
@@ -279,7 +280,7 @@ def _new_labels(config: ModelConfig, name: str, num_classes, label_names) -> tup
 def _relabelled(config: ModelConfig, labels: tuple[str, ...]) -> ModelConfig:
     """The config of ``config``'s architecture with new classes: a new model, so no name, metrics or hash."""
     return ModelConfig(architecture=config.architecture, model_args=dict(config.model_args), label_names=labels,
-                       input=InputSpec(**{**config.input.__dict__}), requires=dict(config.requires),
+                       input=dataclasses.replace(config.input), requires=dict(config.requires),
                        recipe={"init": config.name or "a saved model", "init_labels": list(config.label_names)})
 
 

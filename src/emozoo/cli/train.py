@@ -125,15 +125,19 @@ def command_line() -> str:
     return "emozoo " + " ".join(shlex.quote(a) for a in argv)
 
 
+grow_option = click.option(
+    "--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same architecture (e.g. "
+                                 "width 0.5 into 0.75); the new channels start so that the model computes what the "
+                                 "narrow one does.")
+
+
 @click.command("train")
 @click.argument("model", required=False)
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
               help="Argument for the model constructor, e.g. width=0.5 or members='[\"resnet18\"]'.")
 @click.option("--init", help="Start from these weights (a folder or name of the same architecture and "
                              "arguments) instead of random ones, e.g. to give a finished run a new lr cycle.")
-@click.option("--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same "
-                                           "architecture (e.g. width 0.5 into 0.75); the new channels start so "
-                                           "that the model computes what the narrow one does.")
+@grow_option
 @recipe_options
 def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_json, data_spec, split, val_split,
               **options):
@@ -169,9 +173,7 @@ def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_js
               help="Loss hyper-parameter, e.g. eps=0.1 T=2 alpha=0.9.")
 @click.option("--init", help="Start the student from these weights (a folder or name of the same "
                              "architecture) instead of random ones.")
-@click.option("--grow", is_flag=True, help="With --init: the weights may be a narrower model of the same "
-                                           "architecture (e.g. width 0.5 into 0.75); the new channels start so "
-                                           "that the model computes what the narrow one does.")
+@grow_option
 @click.option("--teacher-online/--teacher-cached", "teacher_online", default=None,
               help="The teacher sees every augmented batch the student sees (consistent teaching; one teacher "
                    "forward per step) instead of its outputs on the plain images being cached once [cached].")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 #: Augmentation strengths for faces: rotation (degrees), translation and scale range (fractions),
 #: brightness/contrast jitter, and the probability of erasing a small patch after normalisation.
@@ -43,9 +43,31 @@ def _read_spec(input_spec: Mapping[str, Any] | Any) -> tuple[int, list[int], lis
     return in_chans, size, mean, std
 
 
+class _CheckPixels:
+    """The first step of every pipeline: a float image must hold pixels in [0, 1] (a float image in
+    [0, 255] would reach the model 255 times too bright), and no image may hold NaN or infinity.
+    uint8 arrays, integer tensors and PIL images pass unchecked and unchanged."""
+
+    def __call__(self, image: Any) -> Any:
+        floating = ((isinstance(image, torch.Tensor) and image.is_floating_point())
+                    or (hasattr(image, "dtype") and getattr(image.dtype, "kind", "") == "f"))
+        if not floating:
+            return image
+        t = torch.as_tensor(image)
+        if t.numel() == 0:
+            return image
+        if not torch.isfinite(t).all():
+            raise DataError("face image: it holds NaN or infinite values; pass a uint8 image (0-255) or floats in [0, 1]")
+        lo, hi = float(t.min()), float(t.max())
+        if lo < 0 or hi > 1:
+            raise DataError(f"face image: float pixels must be in [0, 1], got values from {lo:g} to {hi:g}; "
+                            "divide a 0-255 image by 255 or pass it as uint8")
+        return image
+
+
 def _pipeline(input_spec, augment: dict[str, float] | None) -> v2.Compose:
     in_chans, size, mean, std = _read_spec(input_spec)
-    steps = [v2.ToImage(), v2.RGB() if in_chans == 3 else v2.Grayscale(1), v2.Resize(size, antialias=True)]
+    steps = [_CheckPixels(), v2.ToImage(), v2.RGB() if in_chans == 3 else v2.Grayscale(1), v2.Resize(size, antialias=True)]
     if augment:
         steps += [
             v2.RandomHorizontalFlip(),
@@ -146,9 +168,11 @@ def augment_batch(x: torch.Tensor, input_spec, strength: str = "default",
 def face_transform(model_or_config):
     """The callable that turns one face crop into ``model``'s input tensor ``(C, H, W)``.
 
-    It accepts a PIL image, a uint8 ``(H, W)`` or ``(H, W, 3)`` array or a ``(C, H, W)`` tensor, and
-    follows the model's ``config.input`` (channels, size, mean/std), exactly as in training and
-    evaluation. Stack its outputs with ``torch.stack`` for a batch.
+    It accepts a PIL image, a uint8 ``(H, W)`` or ``(H, W, 3)`` array or a ``(C, H, W)`` tensor (uint8, or
+    float with pixels in [0, 1]: a float image outside [0, 1], or with NaN, raises
+    :class:`emozoo.DataError` rather than being guessed at), and follows the model's ``config.input``
+    (channels, size, mean/std), exactly as in training and evaluation. Stack its outputs with
+    ``torch.stack`` for a batch.
     """
     from .._config import ModelConfig
 

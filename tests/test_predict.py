@@ -301,3 +301,25 @@ def test_cli_flip_switch_overrides_the_published_test_time_flip(cli, tmp_path):
     single = emozoo.save_pretrained(emozoo.create("resnet10", width=0.25), tmp_path / "r10")
     result = cli("predict", face, "--detector", "full", "--model", f"local-dir:{single}", "--flip")
     assert result.exit_code == 1 and "flip= is an option of emoxnet and emoxnetlite" in result.output
+
+
+FERPLUS_NPZ = "/work/shared/data/fer2013/fer2013_ferplus_train_publictest.npz"
+
+
+def test_full_detector_gives_the_model_exactly_what_face_transform_gives(model, photo):
+    """`detector="full"`: the inputs are face crops, so no margin and no black border (issue item 5)."""
+    from pathlib import Path
+
+    if Path(FERPLUS_NPZ).is_file():
+        with np.load(FERPLUS_NPZ, allow_pickle=False) as data:
+            faces = list(data["images"][np.flatnonzero(data["usage"] == "PublicTest")[:40]])
+    else:  # the FER+ file is not on every machine: grey crops of the test photo stand in
+        faces = [np.asarray(photo.convert("L").crop((60 + i, 5, 164 + i, 109)).resize((48, 48))) for i in range(40)]
+    faces += [np.asarray(photo.crop((60, 5, 164, 109)))]                       # a colour crop, not square
+    to_input = emozoo.face_transform(model)
+    with torch.inference_mode():
+        want = torch.cat([model.eval()(to_input(f)[None]).softmax(-1) for f in faces]).numpy()
+    preds = emozoo.predict(faces, model, detector="full", batch_size=16)
+    got = np.array([list(p.faces[0].scores.values()) for p in preds])
+    assert [p.faces[0].box for p in preds[:1]] == [(0.0, 0.0, 48.0, 48.0)]
+    np.testing.assert_allclose(got, want, atol=1e-5)

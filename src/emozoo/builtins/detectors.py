@@ -45,7 +45,13 @@ class HaarDetector:
 
 
 class FullImage:
-    """The whole image is one face: for inputs that are already face crops."""
+    """The whole image is one face: for inputs that are already face crops.
+
+    ``whole_image = True`` tells ``predict`` to give the model the image exactly as
+    :func:`emozoo.face_transform` makes it, without the margin and padding a detected box gets.
+    """
+
+    whole_image = True
 
     def detect(self, image: np.ndarray) -> list[Face]:
         return [Face((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 1.0)]

@@ -51,7 +51,7 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
     from tqdm import tqdm
 
     from .._builder import create
-    from ..inference import CAMERA_PREFIX, Predictor
+    from ..inference import CAMERA_PREFIX, Predictor, resolve_device
 
     if camera is not None and paths:
         raise click.UsageError("give PATH... or --camera INDEX, not both")
@@ -59,12 +59,20 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
         raise click.UsageError("give at least one PATH (image, video, directory or glob pattern) or --camera INDEX")
     if as_json and csv_path == "-":
         raise click.UsageError("--json and --csv - both write to standard output: give --csv a FILE")
-    window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
-    model = create(model, pretrained=True, flip=flip)
-    predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
+    device = resolve_device(device)  # before any work: a device this machine lacks is a one-line error
+    csv_file = _open_output(csv_path) if csv_path else None
+    annotator = None
+    try:
+        annotator = _Annotator(annotate_dir, every) if annotate_dir else None
+        window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
+        model = create(model, pretrained=True, flip=flip)
+        predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
+    except BaseException:
+        if csv_file not in (None, sys.stdout):
+            csv_file.close()
+        raise
     inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else list(paths)
-    rows = _CsvWriter(csv_path, predictor.labels) if csv_path else None
-    annotator = _Annotator(annotate_dir, every) if annotate_dir else None
+    rows = _CsvWriter(csv_file, predictor.labels) if csv_file else None
     records, failed, faces = [], 0, 0
     try:
         for pred in predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window)):
@@ -109,12 +117,28 @@ def _lines(pred) -> list[str]:
             f"(detector {f.confidence:.2f})" for i, f in enumerate(pred.faces)]
 
 
+def _open_output(path: str):
+    """``--csv FILE`` opened for writing before any work (``-``: standard output), or a one-line
+    :class:`emozoo.DataError` that says why it cannot be."""
+    from ..errors import DataError
+
+    if path == "-":
+        return sys.stdout
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise DataError(f"--csv {path}: the folder {parent} does not exist; create it or write elsewhere")
+    try:
+        return open(path, "w", newline="")  # noqa: SIM115 - closed by _CsvWriter.close()
+    except OSError as exc:
+        raise DataError(f"--csv {path}: cannot write it ({exc.strerror or exc}); choose a writable path") from None
+
+
 class _CsvWriter:
     """One row per face (or one row for an image without a face, or with an error), flushed as it goes."""
 
-    def __init__(self, path: str, labels):
+    def __init__(self, file, labels):
         self.labels = list(labels)
-        self.file = sys.stdout if path == "-" else open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self.file = file
         self.csv = csv.writer(self.file)
         self.csv.writerow(["source", "frame", "time", "face", "track", "x0", "y0", "x1", "y1", "confidence", "label",
                            *self.labels, "error"])
@@ -142,8 +166,14 @@ class _Annotator:
     each video as ``NAME.mp4`` of its processed frames."""
 
     def __init__(self, out_dir: str, every: int):
+        from ..errors import DataError
+
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"--annotate {out_dir}: cannot create this folder ({exc.strerror or exc}); "
+                            "choose a writable folder") from None
         self.every, self.used, self.videos = every, set(), {}
 
     def _name(self, source: str, ext: str | None = None) -> Path:

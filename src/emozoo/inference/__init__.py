@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .crop import crop_face
 from .draw import draw_faces
-from .engine import Predictor, iter_predict, predict
+from .engine import Predictor, iter_predict, predict, resolve_device
 from .results import FacePrediction, Prediction
 from .sources import (
                       CAMERA_PREFIX,
@@ -31,4 +31,4 @@ from .tracking import TRACK_IOU, Tracker
 
 __all__ = ["CAMERA_PREFIX", "IMAGE_EXTS", "VIDEO_EXTS", "TRACK_IOU", "FacePrediction", "Prediction", "Predictor",
            "Tracker", "array_to_rgb", "crop_face", "draw_faces", "expand_inputs", "iter_frames", "iter_predict",
-           "load_image", "open_capture", "predict", "progress_bar", "to_rgb"]
+           "load_image", "open_capture", "predict", "progress_bar", "resolve_device", "to_rgb"]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .._detectors import Face, create_detector
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError, WeightsError
 from .crop import crop_face
 from .results import FacePrediction, Prediction
 from .sources import CAMERA_PREFIX, expand_inputs, iter_frames, progress_bar
@@ -32,27 +32,53 @@ class Predictor:
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        device = resolve_device(device)
+        self.detector = create_detector(detector)
+        self.detector_name = _detector_name(detector)
         if isinstance(model, str):
             model = create(model, pretrained=True)
         if not isinstance(getattr(model, "config", None), ModelConfig):
             raise ConfigError("predict() needs a model name or a model made by emozoo.create() (with .config)")
-        self.model = model.to(device or "cpu").eval()
-        self.detector = create_detector(detector)
+        _check_finite(model)
+        self.model = model.to(device).eval()
         self.batch_size, self.min_face = batch_size, min_face
         self.labels = self.model.config.label_names
         self.spec = self.model.config.input
         self.to_input = face_transform(self.model)
+        self.model_name = _model_name(self.model)
         self.device = next(self.model.parameters()).device
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        """The detector's faces in an RGB uint8 image, less those smaller than ``min_face``."""
-        return [f for f in self.detector.detect(image) if min(f.width, f.height) >= self.min_face]
+        """The detector's faces in an RGB uint8 image, less those smaller than ``min_face``.
+
+        Raises :class:`emozoo.DataError` naming the detector when it fails or returns something that
+        is not a list of :class:`emozoo.Face` with finite, non-empty boxes (``predict`` makes that the
+        image's error and goes on)."""
+        try:
+            found = self.detector.detect(image)
+        except Exception as exc:  # a plugin's bug must not end the run: it becomes this image's error
+            raise DataError(f"face detector {self.detector_name} failed: {type(exc).__name__}: "
+                            f"{_one_line(exc)}") from exc
+        try:
+            faces = [_checked_face(f) for f in found]
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"face detector {self.detector_name} returned a malformed face ({_one_line(exc)}); "
+                            "detect(image) must return a list of emozoo.Face((x0, y0, x1, y1), score)") from None
+        return [f for f in faces if min(f.width, f.height) >= self.min_face]
 
     def crops(self, image: np.ndarray, faces: Iterable[Face]) -> list[torch.Tensor]:
         """Each face as the model's input: :func:`crop_face` with the config's margin and aspect ratio,
-        then :func:`emozoo.face_transform` (channels, size, mean/std)."""
+        then :func:`emozoo.face_transform` (channels, size, mean/std).
+
+        A detector with ``whole_image = True`` (``full``: the inputs are face crops) gives the model the
+        image itself, exactly as :func:`emozoo.face_transform` makes it, with no margin or padding. For a
+        one-channel model, a crop whose three channels are equal (a grey image) is passed as one channel,
+        as in training, rather than through an RGB-to-grey conversion that rounds every pixel down."""
+        if getattr(self.detector, "whole_image", False):
+            return [self.to_input(_grey_if_equal(image, self.spec.in_chans)) for _ in faces]
         aspect = self.spec.size[1] / self.spec.size[0]
-        return [self.to_input(crop_face(image, f.box, self.spec.crop_margin, aspect)) for f in faces]
+        return [self.to_input(_grey_if_equal(crop_face(image, f.box, self.spec.crop_margin, aspect), self.spec.in_chans))
+                for f in faces]
 
     @torch.inference_mode()
     def classify(self, crops: list[torch.Tensor]) -> np.ndarray:
@@ -81,7 +107,12 @@ class Predictor:
             if last_source is not None and pred.source != last_source:
                 bar.update()
             last_source = pred.source
-            faces = self.detect(image) if image is not None else []
+            faces = []
+            if image is not None:
+                try:
+                    faces = self.detect(image)
+                except DataError as exc:
+                    pred.error = f"{pred.source}: {exc}"
             crops += self.crops(image, faces)
             pending.append((pred, faces))
             if len(crops) >= self.batch_size or pred.source.startswith(CAMERA_PREFIX):  # a camera waits for no batch
@@ -96,12 +127,95 @@ class Predictor:
         k = 0
         for pred, faces in pending:
             found, k = probs[k:k + len(faces)], k + len(faces)
+            if not np.isfinite(found).all():
+                pred.error = (f"{pred.source}: the model {self.model_name} gave non-finite scores (NaN or infinity) "
+                              "for this input; check its weights and config.input mean/std")
+                faces, found = [], found[:0]
             tracked = tracker.update(pred, faces, found) if pred.frame is not None else [(p, None) for p in found]
             pred.faces = [FacePrediction(f.box, f.score, dict(zip(self.labels, map(float, p))),
                                          self.labels[int(np.argmax(p))], track) for f, (p, track) in zip(faces, tracked)]
             yield pred
         pending.clear()
         crops.clear()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a :class:`torch.device` (None: cpu), refused with a :class:`emozoo.ConfigError` that
+    says what to use when torch does not know it or this machine lacks it."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r}: this machine has no usable CUDA GPU "
+                              "(torch.cuda.is_available() is False); use device cpu") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {str(device)!r}: there are only {torch.cuda.device_count()} CUDA GPU(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r}: MPS (Apple GPU) is not available here; use device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        try:
+            torch.empty(0, device=dev)
+        except Exception:  # noqa: BLE001 - any backend failure means the device is not usable here
+            raise ConfigError(f"device {str(device)!r} is not available on this machine; use device cpu") from None
+    return dev
+
+
+def _model_name(model: nn.Module) -> str:
+    config = model.config
+    return config.name or config.architecture
+
+
+def _check_finite(model: nn.Module) -> None:
+    """Refuse a model whose weights or input normalisation hold NaN or infinity: every score would be NaN."""
+    name = _model_name(model)
+    spec = model.config.input
+    mean, std = list(spec.mean or []), list(spec.std or [])
+    if not all(np.isfinite(v) for v in mean + std) or any(v == 0 for v in std):
+        raise ConfigError(f"model {name}: config.input mean {mean} / std {std} must be finite, with std non-zero; "
+                          "fix config.json's input")
+    for what, tensors in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for key, t in tensors:
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise WeightsError(f"model {name}: {what} {key} holds NaN or infinity, so every score would be NaN; "
+                                   "load finite weights (re-download or re-train)")
+
+
+def _detector_name(detector: Any) -> str:
+    if isinstance(detector, str):
+        if detector == "auto":
+            from .._detectors import default_detector
+
+            return repr(default_detector())
+        return repr(detector)
+    return type(detector).__name__
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _checked_face(face: Any) -> Face:
+    if not isinstance(face, Face):
+        raise TypeError(f"got {type(face).__name__}, not emozoo.Face")
+    box = tuple(float(v) for v in face.box)
+    score = float(face.score)
+    if len(box) != 4 or not all(np.isfinite(box)) or not np.isfinite(score):
+        raise ValueError(f"box {face.box!r} score {face.score!r}: need 4 finite numbers and a finite score")
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"box {face.box!r} is empty: need x0 < x1 and y0 < y1")
+    return face if box == face.box and score == face.score else Face(box, score, face.keypoints)
+
+
+def _grey_if_equal(image: np.ndarray, in_chans: int) -> np.ndarray:
+    if in_chans == 1 and image.ndim == 3 and image.shape[2] == 3 and (image[..., 0] == image[..., 1]).all() \
+            and (image[..., 0] == image[..., 2]).all():
+        return image[..., 0]
+    return image
 
 
 def iter_predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *,

@@ -323,3 +323,54 @@ def test_full_detector_gives_the_model_exactly_what_face_transform_gives(model, 
     got = np.array([list(p.faces[0].scores.values()) for p in preds])
     assert [p.faces[0].box for p in preds[:1]] == [(0.0, 0.0, 48.0, 48.0)]
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+class EveryNth:
+    """A face on every n-th image only (n=0: never)."""
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    def detect(self, image):
+        self.calls += 1
+        return [emozoo.Face((10.0, 10.0, 60.0, 60.0))] if self.n and self.calls % self.n == 0 else []
+
+
+@pytest.mark.parametrize("n,most_held", [(0, 1), (10, 8), (1, 8)])
+def test_frames_held_per_batch_are_bounded_and_faceless_frames_come_out_at_once(model, tmp_path, monkeypatch, n,
+                                                                                  most_held):
+    """Issue item 4: with --annotate (keep_images), a faceless video kept every frame until 32 crops gathered."""
+    path = tmp_path / "faceless.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 120))
+    for i in range(60):
+        writer.write(np.full((120, 160, 3), 40 + i, np.uint8))
+    writer.release()
+    from emozoo.inference import engine
+
+    read = []
+
+    def counting(*args, **kwargs):
+        for pred, image in engine_iter_frames(*args, **kwargs):
+            read.append(pred.frame)
+            yield pred, image
+    engine_iter_frames = engine.iter_frames
+    monkeypatch.setattr(engine, "iter_frames", counting)
+    held = []
+    for pred in emozoo.iter_predict(path, model, detector=EveryNth(n), batch_size=8, keep_images=True):
+        held.append(len(read) - len(held))  # frames read but not yet given out, this one included
+        assert pred.image is not None
+    assert len(held) == 60 and max(held) == most_held
+
+
+def test_cli_writes_faceless_frames_to_the_csv_as_they_come(cli, video, tmp_path, user_registrations):
+    out = tmp_path / "rows.csv"
+    seen = []
+
+    class Watcher:
+        def detect(self, image):  # by the time frame k is read, frames 0..k-1 must be in the file
+            seen.append(len(out.read_text().splitlines()) - 1 if out.exists() else -1)
+            return []
+    emozoo.register_face_detector("watcher-b", Watcher)
+    result = cli("predict", video, "--detector", "watcher-b", "--csv", out, "--annotate", tmp_path / "drawn")
+    assert result.exit_code == 0, result.output
+    assert seen == list(range(12)) and len(out.read_text().splitlines()) == 13

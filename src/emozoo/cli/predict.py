@@ -142,6 +142,7 @@ class _CsvWriter:
         self.csv = csv.writer(self.file)
         self.csv.writerow(["source", "frame", "time", "face", "track", "x0", "y0", "x1", "y1", "confidence", "label",
                            *self.labels, "error"])
+        self.file.flush()
 
     def write(self, pred) -> None:
         head = [pred.source, _blank(pred.frame), _blank(pred.time, "{:.3f}")]

@@ -115,7 +115,11 @@ class Predictor:
                     pred.error = f"{pred.source}: {exc}"
             crops += self.crops(image, faces)
             pending.append((pred, faces))
-            if len(crops) >= self.batch_size or pred.source.startswith(CAMERA_PREFIX):  # a camera waits for no batch
+            # Flush when a batch of crops is ready, and also: at once when nothing waits for the model (faceless
+            # frames and errors come out as they come), after batch_size frames (so frames with few faces, kept
+            # for drawing, do not pile up in memory), and for every camera frame (a camera waits for no batch).
+            if (not crops or len(crops) >= self.batch_size or len(pending) >= self.batch_size
+                    or pred.source.startswith(CAMERA_PREFIX)):
                 yield from self._finish(pending, crops, tracker)
         yield from self._finish(pending, crops, tracker)
         bar.update()

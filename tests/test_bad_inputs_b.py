@@ -144,3 +144,84 @@ def test_face_transform_takes_floats_in_0_1_as_the_uint8_image(model):
     to_input = emozoo.face_transform(model)
     assert torch.allclose(to_input(image.astype(np.float32) / 255), to_input(image), atol=1e-6)
     assert torch.allclose(to_input(torch.from_numpy(image)[None].float() / 255), to_input(image), atol=1e-6)
+
+
+# -- item 17: what predict accepts, and what a directory scan leaves out ---------------------------------------
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    import os
+    import shutil
+
+    d = tmp_path_factory.mktemp("odd")
+    (d / "scan").mkdir()
+    (d / "empty" / "sub").mkdir(parents=True)
+    shutil.copy(FACE, d / "scan" / "ok.png")
+    shutil.copy(FACE, d / "scan" / "photo.heic")
+    (d / "scan" / "notes.txt").write_text("not an image")
+    (d / "scan" / "dangling.jpg").symlink_to(d / "nowhere.jpg")
+    os.mkfifo(d / "scan" / "pipe.mp4")
+    os.mkfifo(d / "stream.mp4")
+    os.mkfifo(d / "stream.png")
+    return d
+
+
+@pytest.mark.parametrize("name,message", [
+    ("scan/dangling.jpg", "a broken symbolic link (to "),
+    ("scan/pipe.mp4", "a FIFO (named pipe), not a regular file"),
+    ("scan/photo.heic", "HEIC images need the pillow-heif package"),
+    ("empty", "no image or video file in this folder"),
+    ("stream.mp4", "a FIFO (named pipe), not a regular file"),
+    ("stream.png", "a FIFO (named pipe), not a regular file"),
+])
+def test_unusable_paths_are_one_line_errors_and_fifos_never_block(odd, model, name, message):
+    preds = emozoo.predict([odd / name, FACE], model, detector="full")
+    assert preds[0].error == f"{odd / name}: {preds[0].error.split(': ', 1)[1]}" and message in preds[0].error
+    assert preds[-1].ok
+
+
+@pytest.mark.parametrize("item,message", [
+    ("https://example.org/face.jpg", "URLs are not supported: download the file first"),
+    ("http://example.org/face.jpg", "URLs are not supported"),
+    ("-", "(standard input) is read only by the command line: give emozoo.predict the bytes instead"),
+    (b"not an image", "<bytes 0>: not an image"),
+    (b"", "<bytes 0>: empty file"),
+    (torch.zeros(3, 48, 48), "<tensor 0>: arrays must be uint8"),
+    (torch.zeros(3, 4, 4, dtype=torch.uint8), "is ambiguous"),
+])
+def test_unsupported_or_broken_items_are_errors(model, item, message):
+    preds = emozoo.predict(item, model, detector="full")
+    assert len(preds) == 1 and message in preds[0].error
+
+
+def test_directory_scan_reports_each_entry_and_skips_others_aloud(cli, odd):
+    result = cli("predict", odd / "scan", odd / "empty", "--detector", "full")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    err = result.stderr.splitlines()
+    assert f"Skipped {odd / 'scan' / 'notes.txt'}: not an image or video extension (.txt)" in err
+    for name in ("dangling.jpg", "photo.heic", "pipe.mp4"):
+        assert any(line.startswith(f"Error: {odd / 'scan' / name}: ") for line in err), err
+    assert f"Error: {odd / 'empty'}: no image or video file in this folder (searched recursively)" in err
+    assert f"{odd / 'scan' / 'ok.png'}: face 1 at" in result.stdout
+
+
+def test_tensors_arrays_and_bytes_are_images_not_sequences(model):
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(FACE).convert("RGB"))
+    chw = torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+    want = emozoo.predict(rgb, model, detector="full")[0].faces[0].scores
+    for item, n in [(chw, 1), (chw[None].repeat(3, 1, 1, 1), 3), (np.stack([rgb, rgb]), 2), (FACE.read_bytes(), 1)]:
+        preds = emozoo.predict(item, model, detector="full")
+        assert len(preds) == n and all(p.ok for p in preds)
+        assert preds[-1].faces[0].scores == pytest.approx(want, abs=1e-6)
+
+
+def test_cli_reads_one_image_from_standard_input(odd):
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "emozoo.cli", "predict", "-", "--detector", "full", "--model", "emoxnetlite"]
+    ok = subprocess.run(run, input=FACE.read_bytes(), capture_output=True, timeout=300)
+    assert ok.returncode == 0 and b"<bytes 0, stdin>: face 1 at" in ok.stdout, ok.stderr
+    bad = subprocess.run(run, input=b"junk", capture_output=True, timeout=300)
+    assert bad.returncode == 1 and b"Error: <bytes 0, stdin>: not an image" in bad.stderr

@@ -71,7 +71,7 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
         if csv_file not in (None, sys.stdout):
             csv_file.close()
         raise
-    inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else list(paths)
+    inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else _expand(paths)
     rows = _CsvWriter(csv_file, predictor.labels) if csv_file else None
     records, failed, faces = [], 0, 0
     try:
@@ -107,6 +107,20 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
 
 
 COMMANDS = (predict_cmd,)
+
+
+def _expand(paths) -> list:
+    """The inputs, directories expanded, ``-`` read from standard input as one encoded image; the files a
+    directory scan left out are listed on standard error, one line each (so nothing is skipped silently)."""
+    from ..inference.sources import expand_inputs, stdin_image
+
+    skipped: list[tuple[str, str]] = []
+    if list(paths).count("-") > 1:
+        raise click.UsageError("- (standard input) can be given only once")
+    items = expand_inputs([stdin_image(sys.stdin.buffer.read()) if p == "-" else p for p in paths], skipped)
+    for path, reason in skipped:
+        click.echo(f"Skipped {path}: {reason}", err=True)
+    return items
 
 
 def _lines(pred) -> list[str]:

@@ -75,6 +75,8 @@ class Predictor:
         one-channel model, a crop whose three channels are equal (a grey image) is passed as one channel,
         as in training, rather than through an RGB-to-grey conversion that rounds every pixel down."""
         if getattr(self.detector, "whole_image", False):
+            if faces and not image.flags.writeable:
+                image = image.copy()  # torch warns on read-only arrays (np.asarray of a PIL image)
             return [self.to_input(_grey_if_equal(image, self.spec.in_chans)) for _ in faces]
         aspect = self.spec.size[1] / self.spec.size[0]
         return [self.to_input(_grey_if_equal(crop_face(image, f.box, self.spec.crop_margin, aspect), self.spec.in_chans))

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import glob
+import io
 import math
 import os
+import stat
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,25 +19,48 @@ from ..errors import DataError
 from .results import Prediction
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-              ".pbm", ".pnm"}
+              ".pbm", ".pnm"} | ({".avif"} if ".avif" in Image.registered_extensions() else set())  # Pillow >= 11.3
+#: image formats a directory scan reports as errors (rather than skipping them) because Pillow cannot read
+#: them without a plugin, and what to do
+UNREADABLE_IMAGE_EXTS = {
+    ".heic": "HEIC images need the pillow-heif package (pip install pillow-heif), or convert them to JPEG",
+    ".heif": "HEIF images need the pillow-heif package (pip install pillow-heif), or convert them to JPEG",
+    ".avif": "AVIF images need Pillow 11.3 or later (pip install -U pillow), or convert them to JPEG",
+    ".jxl": "JPEG XL images need the pillow-jxl-plugin package, or convert them to JPEG",
+}
+for _ext in IMAGE_EXTS:
+    UNREADABLE_IMAGE_EXTS.pop(_ext, None)
+URL_PREFIXES = ("http://", "https://", "ftp://")
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv"}
 CAMERA_PREFIX = "camera:"
 
 
 # -- reading images ---------------------------------------------------------------------------------
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an RGB uint8 array, upright (EXIF orientation applied).
+def load_image(path: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """Read an image file (or the bytes of an encoded image) as an RGB uint8 array, upright (EXIF
+    orientation applied).
 
     Raises :class:`emozoo.DataError` ``"PATH: reason"`` for a missing, empty, truncated, corrupt or
-    unknown file, and for one larger than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb).
+    unknown file, for one that is not a regular file (a FIFO or a device, which would block), and for
+    one larger than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb).
     """
+    encoded = isinstance(path, (bytes, bytearray, memoryview))
+    if name is None:
+        name = "<bytes>" if encoded else str(path)
     try:
-        if Path(path).stat().st_size == 0:
+        if encoded:
+            size, source = len(path), io.BytesIO(bytes(path))
+        else:
+            st = Path(path).stat()
+            if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+                raise DataError(f"{name}: {_not_regular(st.st_mode)}")
+            size, source = st.st_size, path
+        if size == 0:
             reason = "empty file"
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
+                with Image.open(source) as im:
                     im.load()
                     return to_rgb(ImageOps.exif_transpose(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -50,7 +75,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         reason = "permission denied"
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what Pillow raises for broken data
         reason = f"truncated or corrupt image ({exc})"
-    raise DataError(f"{path}: {reason}")
+    raise DataError(f"{name}: {reason}")
+
+
+def _not_regular(mode: int) -> str:
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"{kind}, not a regular file: save the data to a file and give that"
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
@@ -82,20 +113,33 @@ def array_to_rgb(a: np.ndarray, name: str = "array") -> np.ndarray:
 
 
 # -- expanding inputs -----------------------------------------------------------------------------------
-def expand_inputs(inputs: Any) -> list[Any]:
+def expand_inputs(inputs: Any, skipped: list[tuple[str, str]] | None = None) -> list[Any]:
     """Inputs as a flat list: directories become their image and video files (recursively, sorted) and
-    glob patterns their matches; a path that does not exist stays, to be reported as an error."""
-    if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
+    glob patterns their matches; a path that does not exist stays, to be reported as an error.
+
+    One array or tensor is one image, and a 4-d one ``(N, ...)`` a batch of N images; ``bytes`` are one
+    encoded image. In a directory, a file with an image or video extension that cannot be used (a HEIC
+    image without its plugin, a broken link, a FIFO) stays, to be reported as an error; an empty
+    directory becomes one error; other files are left out and, when ``skipped`` is a list, added to it
+    as ``(path, reason)``.
+    """
+    import torch
+
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image, torch.Tensor, bytes, bytearray, memoryview)):
         inputs = [inputs]
     out: list[Any] = []
     for item in inputs:
-        if not isinstance(item, (str, os.PathLike)) or str(item).startswith(CAMERA_PREFIX):
+        if isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4:
+            out += [_Labelled(image, f"{i} of a batch") for i, image in enumerate(item)]
+            continue
+        if not isinstance(item, (str, os.PathLike)) or str(item).startswith(CAMERA_PREFIX) \
+                or str(item).lower().startswith(URL_PREFIXES):
             out.append(item)
             continue
         path = Path(item)
         if path.is_dir():
-            out += sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS),
-                          key=lambda p: str(p))
+            found = _scan(path, skipped)
+            out += found or [_Empty(str(item))]
         elif not path.exists() and glob.has_magic(str(item)):
             matches = sorted(p for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
             out += [Path(p) for p in matches] if matches else [item]
@@ -104,29 +148,82 @@ def expand_inputs(inputs: Any) -> list[Any]:
     return out
 
 
+class _Labelled:
+    """An in-memory image with a word on where it came from (``"3 of a batch"``, ``"stdin"``)."""
+
+    def __init__(self, image, where: str):
+        self.image, self.where = image, where
+
+
+def stdin_image(data: bytes) -> _Labelled:
+    """The bytes of standard input as one encoded image, named ``stdin`` in its prediction's source."""
+    return _Labelled(data, "stdin")
+
+
+class _Empty(str):
+    """A directory in which the scan found no image or video."""
+
+
+def _scan(folder: Path, skipped: list | None) -> list[Path]:
+    found = []
+    for p in sorted(folder.rglob("*"), key=str):
+        ext = p.suffix.lower()
+        wanted = ext in IMAGE_EXTS or ext in VIDEO_EXTS or ext in UNREADABLE_IMAGE_EXTS
+        if p.is_dir() and not p.is_symlink():
+            continue
+        if wanted:
+            found.append(p)  # a broken link, a FIFO or a HEIC file is reported as this input's error
+        elif skipped is not None:
+            skipped.append((str(p), f"not an image or video extension ({ext or 'none'})"))
+    return found
+
+
+def tensor_to_array(t, name: str) -> np.ndarray:
+    """A torch tensor image ``(H, W)``, ``(C, H, W)`` (C 1, 3 or 4) or ``(H, W, C)`` as a numpy array ``(H, W[, C])``."""
+    a = t.detach().cpu().numpy()
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)
+    elif a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] in (1, 3, 4):
+        raise DataError(f"{name}: a tensor of shape {tuple(t.shape)} is ambiguous: give (C, H, W) with H, W > 4")
+    return a
+
+
 def iter_frames(items: list[Any], every: int, keep: bool, progress) -> Iterator[tuple[Prediction, np.ndarray | None]]:
     """``(prediction, rgb image or None)`` for every image and every ``every``-th video frame."""
+    import torch
+
     unnamed = 0
     for item in items:
-        if isinstance(item, (np.ndarray, Image.Image)):
-            kind = "array" if isinstance(item, np.ndarray) else "image"
-            pred = Prediction(f"<{kind} {unnamed}>")
+        where = None
+        if isinstance(item, _Labelled):
+            item, where = item.image, item.where
+        if isinstance(item, (np.ndarray, Image.Image, torch.Tensor, bytes, bytearray, memoryview)):
+            kind = ("array" if isinstance(item, np.ndarray) else "tensor" if isinstance(item, torch.Tensor)
+                    else "image" if isinstance(item, Image.Image) else "bytes")
+            pred = Prediction(f"<{kind} {unnamed}{', ' + where if where else ''}>")
             unnamed += 1
             try:
-                image = array_to_rgb(item, pred.source) if kind == "array" else to_rgb(ImageOps.exif_transpose(item))
+                if kind == "bytes":
+                    image = load_image(item, pred.source)
+                elif kind == "image":
+                    image = to_rgb(ImageOps.exif_transpose(item))
+                else:
+                    image = array_to_rgb(tensor_to_array(item, pred.source) if kind == "tensor" else item, pred.source)
             except DataError as exc:
                 pred.error = str(exc)
                 yield pred, None
                 continue
             yield _ready(pred, image, keep), image
+        elif isinstance(item, _Empty):
+            yield _failed(Prediction(str(item)), "no image or video file in this folder (searched recursively)"), None
         elif isinstance(item, (str, os.PathLike)):
             pred = Prediction(str(item))
-            if str(item).startswith(CAMERA_PREFIX) or Path(item).suffix.lower() in VIDEO_EXTS and Path(item).exists():
-                yield from _video_frames(str(item), every, keep, progress)
-                continue
-            if not Path(item).exists():
-                reason = "no file matches this pattern" if glob.has_magic(str(item)) else "no such file"
+            reason = _unusable(item)
+            if reason:
                 yield _failed(pred, reason), None
+                continue
+            if str(item).startswith(CAMERA_PREFIX) or Path(item).suffix.lower() in VIDEO_EXTS:
+                yield from _video_frames(str(item), every, keep, progress)
                 continue
             try:
                 image = load_image(item)
@@ -137,6 +234,28 @@ def iter_frames(items: list[Any], every: int, keep: bool, progress) -> Iterator[
             yield _ready(pred, image, keep), image
         else:
             yield _failed(Prediction(repr(item)[:60]), f"unsupported input type {type(item).__name__}"), None
+
+
+def _unusable(item: str | os.PathLike) -> str | None:
+    """Why a path cannot be read, found before opening it (a FIFO would block), or None."""
+    text = str(item)
+    if text.startswith(CAMERA_PREFIX):
+        return None
+    if text.lower().startswith(URL_PREFIXES):
+        return "URLs are not supported: download the file first and give its path"
+    if text == "-":
+        return "- (standard input) is read only by the command line: give emozoo.predict the bytes instead"
+    path = Path(item)
+    if not path.exists():
+        if path.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(path)})"
+        return "no file matches this pattern" if glob.has_magic(text) else "no such file"
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return _not_regular(mode)
+    if path.suffix.lower() in UNREADABLE_IMAGE_EXTS:
+        return UNREADABLE_IMAGE_EXTS[path.suffix.lower()]
+    return None
 
 
 def _ready(pred: Prediction, image: np.ndarray, keep: bool) -> Prediction:

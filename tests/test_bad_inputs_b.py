@@ -225,3 +225,17 @@ def test_cli_reads_one_image_from_standard_input(odd):
     assert ok.returncode == 0 and b"<bytes 0, stdin>: face 1 at" in ok.stdout, ok.stderr
     bad = subprocess.run(run, input=b"junk", capture_output=True, timeout=300)
     assert bad.returncode == 1 and b"Error: <bytes 0, stdin>: not an image" in bad.stderr
+
+
+def test_cli_refuses_a_model_with_nan_weights(cli, tmp_path):
+    model = emozoo.create("emoxnetlite")
+    name, param = next(iter(model.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float("nan")
+    try:
+        folder = emozoo.save_pretrained(model, tmp_path / "nan")
+    except EmozooError:
+        pytest.skip("save_pretrained already refuses non-finite weights")
+    result = cli("predict", FACE, "--detector", "full", "--model", f"local-dir:{folder}")
+    assert result.exit_code == 1 and "nan" not in result.stdout
+    assert "holds NaN or infinity" in result.stderr and "Traceback" not in result.output

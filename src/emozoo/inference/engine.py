@@ -241,16 +241,23 @@ def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any =
     """The expression of every face in ``inputs``: one :class:`Prediction` per image or video frame.
 
     - ``inputs``: an image or video path, a directory (searched recursively), a glob pattern
-      (``"photos/**/*.jpg"``), a PIL image, a uint8 RGB array ``(H, W, 3)``, or a list of these.
+      (``"photos/**/*.jpg"``), a PIL image, a uint8 RGB array ``(H, W, 3)`` or tensor ``(C, H, W)``,
+      a 4-d array or tensor (a batch: one image per row), the ``bytes`` of an encoded image, or a list
+      of these. URLs are not fetched, and FIFOs and devices are refused (each is that input's error).
     - ``model``: a name (``emozoo.create(name, pretrained=True)``) or a model from :func:`emozoo.create`.
     - ``detector``: a registered face detector (``emozoo.list_detectors()``; ``"auto"``: BlazeFace when
       the ``emozoo-blazeface`` plugin is installed, else OpenCV's Haar cascade; ``"full"``: the
-      inputs are already face crops) or an object with ``detect(image) -> list[emozoo.Face]``.
+      inputs are already face crops, and the model sees exactly ``emozoo.face_transform(model)(image)``)
+      or an object with ``detect(image) -> list[emozoo.Face]``. A detector that raises or returns
+      something else than faces makes that image's ``error``, naming it, and the run goes on.
+    - ``device``: a torch device this machine has (``ConfigError`` otherwise, before any work).
     - ``batch_size``: faces per forward pass; faces of many images and frames share a batch.
     - ``every``: in videos, classify every N-th frame; ``smooth``: in videos, weight in [0, 1) of the
       previous frames in an exponential moving average of each tracked face's scores.
     - ``min_face``: ignore faces narrower or shorter than this many pixels.
 
+    A model whose weights or input mean/std hold NaN or infinity is refused (``WeightsError`` /
+    ``ConfigError``); a face whose scores come out non-finite makes its input's ``error``.
     An input that cannot be read (missing, empty, truncated, not an image, too large) gives a
     :class:`Prediction` whose ``error`` says why; the others are unaffected. An image without a
     face has an empty ``faces`` list. Each face has ``box``, ``confidence``, ``scores`` (every

@@ -77,6 +77,8 @@ class Returns:
     (Returns([emozoo.Face((10, 10, 5, 20))]), "is empty: need x0 < x1 and y0 < y1"),
     (Returns([emozoo.Face((0, 0, 10))]), "need 4 finite numbers"),
     (Returns([emozoo.Face(("a", 0, 10, 10))]), "malformed face"),
+    (Returns([emozoo.Face((0, 0, 1e9, 1e9))]), "outside this 40x40 image, or many times its size"),
+    (Returns([emozoo.Face((100, 100, 120, 120))]), "outside this 40x40 image"),
 ])
 def test_a_failing_detector_makes_that_image_an_error_and_the_run_goes_on(model, detector, message):
     image = np.full((40, 40, 3), 128, np.uint8)

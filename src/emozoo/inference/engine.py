@@ -64,6 +64,12 @@ class Predictor:
         except (TypeError, ValueError) as exc:
             raise DataError(f"face detector {self.detector_name} returned a malformed face ({_one_line(exc)}); "
                             "detect(image) must return a list of emozoo.Face((x0, y0, x1, y1), score)") from None
+        H, W = image.shape[:2]
+        for f in faces:  # a box far off or many times the image would make crop_face allocate gigabytes
+            x0, y0, x1, y1 = f.box
+            if x1 <= 0 or y1 <= 0 or x0 >= W or y0 >= H or f.width > 4 * W or f.height > 4 * H:
+                raise DataError(f"face detector {self.detector_name} returned a box {f.box} outside this {W}x{H} "
+                                "image, or many times its size")
         return [f for f in faces if min(f.width, f.height) >= self.min_face]
 
     def crops(self, image: np.ndarray, faces: Iterable[Face]) -> list[torch.Tensor]:

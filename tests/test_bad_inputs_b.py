@@ -241,3 +241,20 @@ def test_cli_refuses_a_model_with_nan_weights(cli, tmp_path):
     result = cli("predict", FACE, "--detector", "full", "--model", f"local-dir:{folder}")
     assert result.exit_code == 1 and "nan" not in result.stdout
     assert "holds NaN or infinity" in result.stderr and "Traceback" not in result.output
+
+
+def test_cli_dash_on_a_terminal_is_refused_rather_than_waiting(monkeypatch):
+    import sys
+
+    import click
+
+    from emozoo.cli.predict import _expand
+
+    class Terminal:
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    with pytest.raises(click.UsageError, match="which is a terminal here: pipe one in"):
+        _expand(["-"])
+    with pytest.raises(click.UsageError, match="can be given only once"):
+        _expand(["-", "-"])

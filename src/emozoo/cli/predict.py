@@ -117,6 +117,9 @@ def _expand(paths) -> list:
     skipped: list[tuple[str, str]] = []
     if list(paths).count("-") > 1:
         raise click.UsageError("- (standard input) can be given only once")
+    if "-" in paths and sys.stdin.isatty():
+        raise click.UsageError("- reads one image from standard input, which is a terminal here: "
+                               "pipe one in (emozoo predict - < face.jpg)")
     items = expand_inputs([stdin_image(sys.stdin.buffer.read()) if p == "-" else p for p in paths], skipped)
     for path, reason in skipped:
         click.echo(f"Skipped {path}: {reason}", err=True)

@@ -315,7 +315,7 @@ def test_full_detector_gives_the_model_exactly_what_face_transform_gives(model, 
             faces = list(data["images"][np.flatnonzero(data["usage"] == "PublicTest")[:40]])
     else:  # the FER+ file is not on every machine: grey crops of the test photo stand in
         faces = [np.asarray(photo.convert("L").crop((60 + i, 5, 164 + i, 109)).resize((48, 48))) for i in range(40)]
-    faces += [np.asarray(photo.crop((60, 5, 164, 109)))]                       # a colour crop, not square
+    faces += [np.array(photo.crop((60, 5, 164, 109)))]                         # a colour crop, not square
     to_input = emozoo.face_transform(model)
     with torch.inference_mode():
         want = torch.cat([model.eval()(to_input(f)[None]).softmax(-1) for f in faces]).numpy()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import _hub, errors
-from ._config import WEIGHTS_NAME, InputSpec, ModelConfig
+from ._config import WEIGHTS_NAME, InputSpec, ModelConfig, check_label_names
 from ._models import TIMM_PREFIX, ArchitectureCfg, architecture_cfg, build_architecture
 from ._pretrained import published, resolve
 from ._registry import ARCHITECTURES, natural_key
@@ -114,6 +114,7 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
     output order and the ``input`` spec that :func:`face_transform` follows.
     """
     load_plugins()
+    _check_arguments(num_classes, label_names, in_chans, input_size)
     weights_dir, origin, in_cache = None, None, False
     folder = as_folder(name)
     name = str(name) if folder is None else str(folder)
@@ -166,8 +167,51 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
     return model
 
 
+#: the most parameters a model may have (``EMOZOO_MAX_PARAMS`` raises it): a config asking for more is a typo
+#: (``width: 512``) that would allocate tens of gigabytes before failing
+MAX_PARAMS = 500_000_000
+
+
+def _check_arguments(num_classes, label_names, in_chans, input_size) -> None:
+    """The keyword arguments of :func:`create` that no model can take, as one-line ConfigErrors."""
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise errors.ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if label_names is not None:
+        check_label_names(label_names)
+    if in_chans is not None and in_chans not in (1, 3):
+        raise errors.ConfigError(f"in_chans must be 1 or 3, got {in_chans!r}")
+    if input_size is not None:
+        if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence):
+            raise errors.ConfigError(f"input_size must be (height, width), got {input_size!r}")
+        InputSpec(size=tuple(input_size))  # validates the sizes
+
+
+def _max_params() -> int:
+    value = os.environ.get("EMOZOO_MAX_PARAMS", "")
+    try:
+        return int(float(value)) if value else MAX_PARAMS
+    except ValueError:
+        raise errors.ConfigError(f"EMOZOO_MAX_PARAMS must be a number of parameters, got {value!r}") from None
+
+
+def _check_size(config: ModelConfig, name: str) -> None:
+    """Refuse a model over the parameter budget, measured on the meta device (no memory) before it is built."""
+    try:
+        with torch.device("meta"):
+            model = build_architecture(config.architecture, config.num_classes, config.input.in_chans,
+                                       config.model_args)
+    except Exception:  # noqa: BLE001 - the real build below reports any failure (or runs where meta cannot)
+        return
+    params, limit = sum(p.numel() for p in model.parameters()), _max_params()
+    if params > limit:
+        raise errors.ConfigError(
+            f"{name}: {config.architecture} with model_args {config.model_args} would have {params:,} parameters, "
+            f"over emozoo's limit of {limit:,} (EMOZOO_MAX_PARAMS); check the arguments (a width or size typo?)")
+
+
 def _build(config: ModelConfig, name: str) -> nn.Module:
     try:
+        _check_size(config, name)
         return build_architecture(config.architecture, config.num_classes, config.input.in_chans, config.model_args)
     except errors.UnknownNameError as exc:
         needed = [(key.partition(" ")[0], dist) for key, dist in config.requires.items()
@@ -289,4 +333,4 @@ def _check_overrides(config: ModelConfig, name, in_chans, input_size) -> None:
         raise errors.ConfigError(f"{name}: in_chans={in_chans} (weights have {config.input.in_chans}); the input "
                                  "transform converts colour images to the model's channels, so leave in_chans out")
     if input_size is not None:
-        config.input.size = tuple(int(s) for s in input_size)  # conv nets run at any size
+        config.input = dataclasses.replace(config.input, size=tuple(int(s) for s in input_size))  # conv nets run at any size

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import _hub, errors
-from ._config import WEIGHTS_NAME, InputSpec, ModelConfig, check_label_names
+from ._config import CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelConfig, check_label_names
 from ._models import TIMM_PREFIX, ArchitectureCfg, architecture_cfg, build_architecture
 from ._pretrained import published, resolve
 from ._registry import ARCHITECTURES, natural_key
@@ -119,7 +119,7 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
     folder = as_folder(name)
     name = str(name) if folder is None else str(folder)
     if folder is not None:
-        weights_dir, origin = folder, "local folder"
+        weights_dir, origin, in_cache = folder, "local folder", _hub.is_cached(folder)
     elif name.startswith(HUB_PREFIX):
         repo, revision = _hub.parse_repo(name, revision)
         weights_dir, in_cache = _hub.download(repo, revision), True
@@ -144,7 +144,7 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
 
     new_labels = None
     if weights_dir is not None:
-        config = ModelConfig.load(weights_dir)
+        config = _checked_config(weights_dir, in_cache)
         if kwargs:
             raise errors.ConfigError(f"{name}: the architecture comes from its config.json; unexpected "
                                      f"arguments {sorted(kwargs)}")
@@ -186,6 +186,27 @@ def _check_arguments(num_classes, label_names, in_chans, input_size) -> None:
         InputSpec(size=tuple(input_size))  # validates the sizes
 
 
+#: what a model-args option cannot set, and where it is set instead
+_NOT_MODEL_ARGS = {
+    "name": "name the model as the command's argument",
+    "pretrained": "name published weights (arch.tag) or a folder, or start from weights with --init",
+    "revision": "pin a Hub revision in the name (hf-hub:ORG/NAME@REV)",
+    "label_names": "the classes come from the data (--data), and the model is built for them",
+    "flip": "use the command's --flip / --no-flip",
+    "in_chans": "use --input-size CxHxW",
+    "input_size": "use --input-size CxHxW",
+}
+
+
+def check_model_arg_names(args: dict[str, Any], option: str, reserved: Sequence[str]) -> None:
+    """Refuse the keys of ``args`` (given with ``option``, e.g. ``--model-arg``) that are :func:`create`'s own
+    arguments the command sets itself (``reserved``), with a one-line ConfigError saying where they go."""
+    for key in args:
+        if key in reserved:
+            raise errors.ConfigError(f"{option} {key}=...: {key} is not an argument of the architecture; "
+                                     f"{_NOT_MODEL_ARGS.get(key, 'the command sets it')}")
+
+
 def _max_params() -> int:
     value = os.environ.get("EMOZOO_MAX_PARAMS", "")
     try:
@@ -223,13 +244,36 @@ def _build(config: ModelConfig, name: str) -> nn.Module:
         raise error(exc.name, exc.known, hint=f"{name} needs the plugin package {dist!r}: pip install {dist}") from None
 
 
+_RETRY = "the copy was removed from the Hugging Face cache; try again"
+
+
+def _checked_config(weights_dir: Path, in_cache: bool) -> ModelConfig:
+    """The config of ``weights_dir``; in the Hugging Face cache, one that does not parse (an HTML page a proxy
+    or captive portal answered with 200, a truncated file) is evicted with the weights beside it, so the
+    snapshot never counts as cached and the next load downloads it again."""
+    try:
+        return ModelConfig.load(weights_dir)
+    except errors.ConfigError as exc:
+        if not in_cache:
+            raise
+        _hub.evict(weights_dir, (CONFIG_NAME, WEIGHTS_NAME, _hub.CARD_NAME))
+        raise errors.ConfigError(f"{exc}; {_RETRY} (if it persists, check HF_ENDPOINT and your proxy, "
+                                 "or the repo itself is broken)") from None
+
+
 def _checked_state(weights_dir: Path, config: ModelConfig, in_cache: bool, origin: str) -> dict[str, torch.Tensor]:
-    """The weights of ``weights_dir``, hashed once against ``config.weights_sha256``; a corrupt copy in the
-    Hugging Face cache is evicted, so the next try downloads it again."""
+    """The weights of ``weights_dir``, hashed once against ``config.weights_sha256``; a corrupt or unreadable
+    copy in the Hugging Face cache is evicted, so the next try downloads it again."""
     path = weights_dir / WEIGHTS_NAME
     expected = config.weights_sha256
-    if not (in_cache and expected and path.is_file()):
+    if not (in_cache and path.is_file()):
         return read_weights(path, expected)
+    if not expected:
+        try:
+            return read_weights(path)
+        except errors.WeightsError as exc:
+            _hub.evict(weights_dir)
+            raise errors.WeightsError(f"{origin}: {exc}; {_RETRY}") from None
     if sha256_file(path) != expected:
         _hub.evict(weights_dir)
         raise errors.WeightsError(

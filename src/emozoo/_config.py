@@ -181,8 +181,14 @@ class ModelConfig:
         if not path.is_file():
             raise ConfigError(f"{path}: not found; a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = path.read_text()
+            data = json.loads(text)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        except json.JSONDecodeError as exc:
+            if text.lstrip()[:1] == "<":
+                raise ConfigError(f"{path}: got an HTML page instead of JSON (a proxy, captive portal or login "
+                                  "page answered instead of the model's server)") from None
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
         return cls.from_dict(data, source=str(path))
 

@@ -83,3 +83,72 @@ def test_checkpoint_path_in_a_saved_config_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(ModelConfig("timm/resnet18", {"checkpoint_path": "/etc/passwd"}).to_json())
     with pytest.raises(emozoo.ConfigError, match="checkpoint_path"):
         emozoo.create(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------- data files
+def _npz(path, n=6, images=None, **over):
+    import numpy as np
+
+    arrays = {"images": np.zeros((n if images is None else images, 48, 48), np.uint8),
+              "fer_label": np.zeros(n, np.int64), "ferplus_votes": np.tile(np.eye(10, dtype=np.int64)[0] * 10, (n, 1)),
+              "usage": np.array(["Training"] * n), "row_index": np.arange(n), "row_index_exact": np.ones(n, bool)}
+    np.savez(path, **{**arrays, **over})
+    return path
+
+
+def _truncated(path):
+    _npz(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+NPZ_CASES = [
+    ("empty file", lambda p: (p.write_bytes(b""), p)[1], "the file is empty"),
+    ("not a zip", lambda p: (p.write_text("hello, not a zip"), p)[1], "not a readable .npz file: not a zip"),
+    ("truncated zip", _truncated, "not a zip archive, or a truncated one"),
+    ("fewer images than labels", lambda p: _npz(p, images=4), "lengths differ .images: 4, fer_label: 6"),
+    ("fewer labels than images", lambda p: _npz(p, fer_label=__import__("numpy").zeros(2, "int64")),
+     "lengths differ"),
+    ("a missing array", lambda p: __import__("numpy").savez(p, images=__import__("numpy").zeros((2, 48, 48))) or p,
+     "missing arrays"),
+]
+
+
+@pytest.mark.parametrize("labels", ["ferplus", "fer2013"])
+@pytest.mark.parametrize("what,make,match", NPZ_CASES, ids=[c[0] for c in NPZ_CASES])
+def test_bad_npz_files(tmp_path, what, make, match, labels):
+    from emozoo.data import open_dataset
+
+    path = make(tmp_path / "faces.npz")
+    with pytest.raises(emozoo.DataError, match=match) as info:
+        open_dataset(f"{labels}:{path}", "Training")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("what,make,match", NPZ_CASES[:4], ids=[c[0] for c in NPZ_CASES[:4]])
+def test_bad_npz_files_in_the_cli_are_one_error_line(cli, tmp_path, what, make, match):
+    path = make(tmp_path / "faces.npz")
+    result = cli("train", "resnet10", "--model-arg", "width=0.25", "--data", f"ferplus:{path}", "--epochs", 1,
+                 "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "Aborted" not in result.output
+    assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("command,option,pair,match", [
+    ("train", "--model-arg", 'label_names=["a","b"]', "label_names is not an argument of the architecture; the classes"),
+    ("train", "--model-arg", "pretrained=true", "pretrained is not an argument"),
+    ("train", "--model-arg", "name=resnet18", "name is not an argument"),
+    ("distill", "--student-arg", 'label_names=["a"]', "label_names is not an argument"),
+    ("bench", "--model-arg", "flip=true", "use the command's --flip"),
+    ("bench", "--model-arg", "pretrained=true", "pretrained is not an argument"),
+])
+def test_create_arguments_given_as_model_args_are_one_line(cli, tmp_path, command, option, pair, match):
+    data = _npz(tmp_path / "faces.npz")
+    args = {"train": ["train", "resnet10", "--data", f"ferplus:{data}", "--out", tmp_path / "o", "--epochs", 1],
+            "distill": ["distill", "--teacher", "resnet10", "--student", "resnet10", "--data", f"ferplus:{data}",
+                        "--out", tmp_path / "o", "--epochs", 1],
+            "bench": ["bench", "resnet10", "--max-time", "0.1", "--min-runs", "1", "--batch-size", "1"]}[command]
+    result = cli(*args, option, pair)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and match in result.stderr.replace("\n", " ")

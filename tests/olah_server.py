@@ -96,7 +96,8 @@ class FaultyProxy:
     answers (a handler gives up after ``stall_max`` seconds, or when the proxy stops); ``"cut"``
     forwards everything but sends only the first half of ``model.safetensors``, drops the connection
     and dies (stops listening), so the client's own retries find no server; ``"html"`` forwards everything
-    but answers ``config.json`` with 200 and an HTML page (a captive portal or a misconfigured proxy).
+    but answers ``config.json`` with 200 and an HTML page (a captive portal or a misconfigured proxy);
+    ``"html-api"`` does the same to the API calls (``/api/...``).
     """
 
     HTML = b"<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head><body>Log in</body></html>\n"
@@ -104,7 +105,7 @@ class FaultyProxy:
     HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 
     def __init__(self, upstream_port: int, mode: str, stall_max: float = 20):
-        assert mode in ("error", "stall", "cut", "html")
+        assert mode in ("error", "stall", "cut", "html", "html-api")
         self.upstream_port, self.mode, self.stall_max = upstream_port, mode, stall_max
         self.cut = False
         self._released = threading.Event()
@@ -153,7 +154,8 @@ class FaultyProxy:
         finally:
             upstream.close()
         length = resp.getheader("Content-Length") if req.command == "HEAD" else str(len(body))
-        if self.mode == "html" and req.path.split("?")[0].endswith("/config.json") and resp.status == 200:
+        if resp.status == 200 and (self.mode == "html" and req.path.split("?")[0].endswith("/config.json")
+                                   or self.mode == "html-api" and req.path.startswith("/api/")):
             body, length = self.HTML, str(len(self.HTML))
         req.send_response(resp.status)
         for key, value in resp.getheaders():

@@ -466,3 +466,12 @@ def test_partial_files_of_a_killed_pull_are_removed_by_the_next_download(olah, h
     with FileLock(lock):
         assert same_outputs(model, emozoo.create("hf-hub:acme/killed", pretrained=True))
     assert not stale.exists() and live.exists()
+
+
+def test_an_html_answer_to_the_api_is_one_line(olah, hf, tmp_path):
+    olah.publish("acme/portal", saved(tiny(), tmp_path / "m"))
+    with FaultyProxy(olah.port, "html-api") as proxy:
+        hf(proxy.url)
+        with pytest.raises(emozoo.WeightsError, match="downloading acme/portal .*not JSON.*HTML") as err:
+            emozoo.create("hf-hub:acme/portal", pretrained=True)
+        assert "\n" not in str(err.value)

@@ -68,7 +68,7 @@ def download(repo_id: str, revision: str | None = None, local_files_only: bool =
     if folder is None:
         try:
             folder = _from_hub(repo_id, revision)
-        except _hub_errors() as exc:
+        except (*_hub_errors(), ValueError) as exc:  # ValueError: an answer that is not JSON
             raise _download_error(exc, repo_id, revision) from None
     return folder
 
@@ -203,6 +203,10 @@ def _download_error(exc: Exception, repo_id: str, revision: str | None) -> Weigh
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         return WeightsError(f"downloading {where} failed: {constants.ENDPOINT} answered HTTP "
                             f"{exc.response.status_code}. {retry}")
+    if isinstance(exc, ValueError):  # json.JSONDecodeError: an API answer that is no JSON
+        return WeightsError(f"downloading {where} failed: {constants.ENDPOINT} answered with something that is not "
+                            "JSON (an HTML page? a proxy, captive portal or login page answered instead of the Hub); "
+                            f"check HF_ENDPOINT and your network. {retry}")
     if isinstance(exc, _httpx().TimeoutException):
         return WeightsError(f"downloading {where} from {constants.ENDPOINT} timed out (no answer within "
                             f"HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT} s / HF_HUB_DOWNLOAD_TIMEOUT="

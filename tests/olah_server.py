@@ -95,13 +95,17 @@ class FaultyProxy:
     ``mode``: ``"error"`` answers every request with HTTP 500; ``"stall"`` accepts requests and never
     answers (a handler gives up after ``stall_max`` seconds, or when the proxy stops); ``"cut"``
     forwards everything but sends only the first half of ``model.safetensors``, drops the connection
-    and dies (stops listening), so the client's own retries find no server.
+    and dies (stops listening), so the client's own retries find no server; ``"html"`` forwards everything
+    but answers ``config.json`` with 200 and an HTML page (a captive portal or a misconfigured proxy);
+    ``"html-api"`` does the same to the API calls (``/api/...``).
     """
+
+    HTML = b"<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head><body>Log in</body></html>\n"
 
     HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 
     def __init__(self, upstream_port: int, mode: str, stall_max: float = 20):
-        assert mode in ("error", "stall", "cut")
+        assert mode in ("error", "stall", "cut", "html", "html-api")
         self.upstream_port, self.mode, self.stall_max = upstream_port, mode, stall_max
         self.cut = False
         self._released = threading.Event()
@@ -149,13 +153,17 @@ class FaultyProxy:
             body = resp.read()
         finally:
             upstream.close()
+        length = resp.getheader("Content-Length") if req.command == "HEAD" else str(len(body))
+        if resp.status == 200 and (self.mode == "html" and req.path.split("?")[0].endswith("/config.json")
+                                   or self.mode == "html-api" and req.path.startswith("/api/")):
+            body, length = self.HTML, str(len(self.HTML))
         req.send_response(resp.status)
         for key, value in resp.getheaders():
             if key.lower() not in self.HOP_BY_HOP:
                 req.send_header(key, value)
-        req.send_header("Content-Length", resp.getheader("Content-Length") if req.command == "HEAD" else str(len(body)))
+        req.send_header("Content-Length", length)
         req.end_headers()
-        if req.command == "GET" and req.path.endswith("/model.safetensors"):
+        if self.mode == "cut" and req.command == "GET" and req.path.endswith("/model.safetensors"):
             req.wfile.write(body[:len(body) // 2])
             req.wfile.flush()
             self.cut = True

@@ -427,3 +427,51 @@ def test_live_hub_push_then_pull(monkeypatch, tmp_path):
         assert same_outputs(model, emozoo.create(f"hf-hub:{repo_id}", pretrained=True))
     finally:
         api.delete_repo(repo_id, missing_ok=True)
+
+
+def test_a_poisoned_config_is_one_line_and_evicted_so_a_healthy_server_then_works(olah, hf, tmp_path):
+    """A proxy or captive portal answering config.json with an HTML page (HTTP 200) must not poison the cache."""
+    model = tiny(6)
+    sha = olah.publish("acme/poisoned", saved(model, tmp_path / "m"))
+    with FaultyProxy(olah.port, "html") as proxy:
+        cache = hf(proxy.url)
+        with pytest.raises(emozoo.ConfigError, match="HTML.*removed from the Hugging Face cache; try again") as err:
+            emozoo.create("hf-hub:acme/poisoned", pretrained=True)
+        assert "\n" not in str(err.value)
+        result = CliRunner().invoke(build_cli(), ["pull", "acme/poisoned"])
+        assert result.exit_code == 1 and "HTML" in result.stderr and "Traceback" not in result.output
+    snapshot = cache / "models--acme--poisoned" / "snapshots" / sha
+    assert not (snapshot / "config.json").exists() and not (snapshot / "model.safetensors").exists()
+    hf(olah.url)
+    assert same_outputs(model, emozoo.create("hf-hub:acme/poisoned", pretrained=True))
+    assert same_outputs(model, emozoo.create(f"hf-hub:acme/poisoned@{sha}", pretrained=True))
+
+
+def test_partial_files_of_a_killed_pull_are_removed_by_the_next_download(olah, hf, tmp_path):
+    """huggingface_hub never resumes its uniquely named ``.incomplete`` files: a pull killed mid-download left
+    them in blobs/ for good. The next download removes the stale ones and keeps one a live download holds."""
+    from filelock import FileLock
+
+    model = tiny(3)
+    olah.publish("acme/killed", saved(model, tmp_path / "m"))
+    cache = hf(olah.url)
+    blobs = cache / "models--acme--killed" / "blobs"
+    blobs.mkdir(parents=True)
+    stale = blobs / ("a" * 64 + ".1f2e3d4c.incomplete")
+    stale.write_bytes(b"\0" * 1_000_000)
+    live = blobs / ("b" * 64 + ".5a6b7c8d.incomplete")
+    live.write_bytes(b"\0" * 10)
+    lock = cache / ".locks" / "models--acme--killed" / ("b" * 64 + ".lock")
+    lock.parent.mkdir(parents=True)
+    with FileLock(lock):
+        assert same_outputs(model, emozoo.create("hf-hub:acme/killed", pretrained=True))
+    assert not stale.exists() and live.exists()
+
+
+def test_an_html_answer_to_the_api_is_one_line(olah, hf, tmp_path):
+    olah.publish("acme/portal", saved(tiny(), tmp_path / "m"))
+    with FaultyProxy(olah.port, "html-api") as proxy:
+        hf(proxy.url)
+        with pytest.raises(emozoo.WeightsError, match="downloading acme/portal .*not JSON.*HTML") as err:
+            emozoo.create("hf-hub:acme/portal", pretrained=True)
+        assert "\n" not in str(err.value)

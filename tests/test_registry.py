@@ -381,3 +381,97 @@ def test_hook_register_datasets(plugin, tmp_path):
     result = CliRunner().invoke(build_cli(), ["eval", str(folder), "--data", "mycvs:faces.csv"])
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
         "Error: " + str(UnknownDatasetError("mycvs", DATASETS.names()))]
+
+
+def test_a_name_clash_at_load_skips_only_the_culprit(monkeypatch):
+    """Entry points sorted after a plugin whose name clashes still load; the culprit is named and skipped."""
+    class Clash:
+        @emozoo.hookimpl
+        def register_backbones(self, register):
+            register("resnet18", TinyNet)
+
+    class Later:
+        @emozoo.hookimpl
+        def register_backbones(self, register):
+            register("later_net", TinyNet)
+
+    class EP:
+        def __init__(self, name, obj):
+            self.name, self.value, self.group, self.dist, self.obj = name, name, "emozoo", None, obj
+
+        def load(self):
+            return self.obj
+
+    plugins._reset_for_tests()
+    monkeypatch.setenv("EMOZOO_LOAD_PLUGINS", "a_clash,b_later")
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [EP("a_clash", Clash()), EP("b_later", Later())])
+    try:
+        with pytest.warns(RuntimeWarning, match="a_clash.*resnet18"):
+            plugins.load_plugins()
+        assert "later_net" in ARCHITECTURES
+        assert ARCHITECTURES.get("resnet18").owner == "emozoo.builtins.backbones"
+        assert "resnet18" in plugins._info["a_clash"].error
+    finally:
+        monkeypatch.setenv("EMOZOO_LOAD_PLUGINS", "")
+        plugins._reset_for_tests()
+        plugins.load_plugins()
+
+
+def test_plugin_commands_cannot_break_or_replace_the_builtins(plugin):
+    import click
+    from click.testing import CliRunner
+
+    from emozoo.cli import build_cli
+
+    class Broken:
+        @emozoo.hookimpl
+        def register_commands(self, cli):
+            @cli.command()
+            def half():
+                pass
+            raise RuntimeError("boom")
+
+    class Hijack:
+        @emozoo.hookimpl
+        def register_commands(self, cli):
+            @cli.command()
+            def predict():
+                click.echo("hijacked")
+
+            @cli.command()
+            def fine():
+                click.echo("fine")
+
+    plugin(Broken(), "p_broken_cmds")
+    plugin(Hijack(), "p_hijack")
+    with pytest.warns(RuntimeWarning) as caught:
+        group = build_cli()
+    messages = " ".join(str(w.message) for w in caught)
+    assert "p_broken_cmds" in messages and "boom" in messages
+    assert "p_hijack" in messages and "'predict'" in messages
+    runner = CliRunner()
+    assert "half" not in group.commands
+    assert runner.invoke(group, ["fine"]).output == "fine\n"
+    assert "hijacked" not in runner.invoke(group, ["predict", "--help"]).output
+    assert runner.invoke(group, ["plugins"]).exit_code == 0
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad value"), RuntimeError("CUDA went away"), ZeroDivisionError("x")])
+def test_a_factory_that_raises_is_named_in_one_line(user_registrations, exc):
+    def factory(num_classes=8, in_chans=1):
+        raise exc
+
+    emozoo.register_backbone("raises_net", factory)
+    with pytest.raises(emozoo.PluginError, match=f"'raises_net' .*user.*{type(exc).__name__}: {exc}"):
+        emozoo.create("raises_net")
+    with pytest.raises(emozoo.PluginError, match="raises_net"):
+        emozoo.create("emoxnet", members=["raises_net"])
+
+
+def test_a_factory_interrupted_is_not_wrapped(user_registrations):
+    def factory(num_classes=8, in_chans=1):
+        raise KeyboardInterrupt
+
+    emozoo.register_backbone("interrupted_net", factory)
+    with pytest.raises(KeyboardInterrupt):
+        emozoo.create("interrupted_net")

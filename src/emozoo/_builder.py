@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import _hub, errors
-from ._config import WEIGHTS_NAME, InputSpec, ModelConfig
+from ._config import CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelConfig, check_label_names
 from ._models import TIMM_PREFIX, ArchitectureCfg, architecture_cfg, build_architecture
 from ._pretrained import published, resolve
 from ._registry import ARCHITECTURES, natural_key
@@ -114,11 +114,12 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
     output order and the ``input`` spec that :func:`face_transform` follows.
     """
     load_plugins()
+    _check_arguments(num_classes, label_names, in_chans, input_size)
     weights_dir, origin, in_cache = None, None, False
     folder = as_folder(name)
     name = str(name) if folder is None else str(folder)
     if folder is not None:
-        weights_dir, origin = folder, "local folder"
+        weights_dir, origin, in_cache = folder, "local folder", _hub.is_cached(folder)
     elif name.startswith(HUB_PREFIX):
         repo, revision = _hub.parse_repo(name, revision)
         weights_dir, in_cache = _hub.download(repo, revision), True
@@ -143,7 +144,7 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
 
     new_labels = None
     if weights_dir is not None:
-        config = ModelConfig.load(weights_dir)
+        config = _checked_config(weights_dir, in_cache)
         if kwargs:
             raise errors.ConfigError(f"{name}: the architecture comes from its config.json; unexpected "
                                      f"arguments {sorted(kwargs)}")
@@ -166,8 +167,72 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
     return model
 
 
+#: the most parameters a model may have (``EMOZOO_MAX_PARAMS`` raises it): a config asking for more is a typo
+#: (``width: 512``) that would allocate tens of gigabytes before failing
+MAX_PARAMS = 500_000_000
+
+
+def _check_arguments(num_classes, label_names, in_chans, input_size) -> None:
+    """The keyword arguments of :func:`create` that no model can take, as one-line ConfigErrors."""
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise errors.ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if label_names is not None:
+        check_label_names(label_names)
+    if in_chans is not None and in_chans not in (1, 3):
+        raise errors.ConfigError(f"in_chans must be 1 or 3, got {in_chans!r}")
+    if input_size is not None:
+        if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence):
+            raise errors.ConfigError(f"input_size must be (height, width), got {input_size!r}")
+        InputSpec(size=tuple(input_size))  # validates the sizes
+
+
+#: what a model-args option cannot set, and where it is set instead
+_NOT_MODEL_ARGS = {
+    "name": "name the model as the command's argument",
+    "pretrained": "name published weights (arch.tag) or a folder, or start from weights with --init",
+    "revision": "pin a Hub revision in the name (hf-hub:ORG/NAME@REV)",
+    "label_names": "the classes come from the data (--data), and the model is built for them",
+    "flip": "use the command's --flip / --no-flip",
+    "in_chans": "use --input-size CxHxW",
+    "input_size": "use --input-size CxHxW",
+}
+
+
+def check_model_arg_names(args: dict[str, Any], option: str, reserved: Sequence[str]) -> None:
+    """Refuse the keys of ``args`` (given with ``option``, e.g. ``--model-arg``) that are :func:`create`'s own
+    arguments the command sets itself (``reserved``), with a one-line ConfigError saying where they go."""
+    for key in args:
+        if key in reserved:
+            raise errors.ConfigError(f"{option} {key}=...: {key} is not an argument of the architecture; "
+                                     f"{_NOT_MODEL_ARGS.get(key, 'the command sets it')}")
+
+
+def _max_params() -> int:
+    value = os.environ.get("EMOZOO_MAX_PARAMS", "")
+    try:
+        return int(float(value)) if value else MAX_PARAMS
+    except ValueError:
+        raise errors.ConfigError(f"EMOZOO_MAX_PARAMS must be a number of parameters, got {value!r}") from None
+
+
+def _check_size(config: ModelConfig, name: str) -> None:
+    """Refuse a model over the parameter budget, measured on the meta device (no memory) before it is built."""
+    try:
+        with torch.device("meta"):
+            model = build_architecture(config.architecture, config.num_classes, config.input.in_chans,
+                                       config.model_args)
+    except Exception:  # noqa: BLE001 - the real build below reports any failure (or runs where meta cannot)
+        return
+    params, limit = sum(p.numel() for p in model.parameters()), _max_params()
+    if params > limit:
+        raise errors.ConfigError(
+            f"{name}: {config.architecture} with model_args {config.model_args} would have {params:,} parameters, "
+            f"over emozoo's limit of {limit:,} (EMOZOO_MAX_PARAMS); check the arguments (a width or size typo?)")
+
+
 def _build(config: ModelConfig, name: str) -> nn.Module:
     try:
+        _check_size(config, name)
         return build_architecture(config.architecture, config.num_classes, config.input.in_chans, config.model_args)
     except errors.UnknownNameError as exc:
         needed = [(key.partition(" ")[0], dist) for key, dist in config.requires.items()
@@ -179,13 +244,36 @@ def _build(config: ModelConfig, name: str) -> nn.Module:
         raise error(exc.name, exc.known, hint=f"{name} needs the plugin package {dist!r}: pip install {dist}") from None
 
 
+_RETRY = "the copy was removed from the Hugging Face cache; try again"
+
+
+def _checked_config(weights_dir: Path, in_cache: bool) -> ModelConfig:
+    """The config of ``weights_dir``; in the Hugging Face cache, one that does not parse (an HTML page a proxy
+    or captive portal answered with 200, a truncated file) is evicted with the weights beside it, so the
+    snapshot never counts as cached and the next load downloads it again."""
+    try:
+        return ModelConfig.load(weights_dir)
+    except errors.ConfigError as exc:
+        if not in_cache:
+            raise
+        _hub.evict(weights_dir, (CONFIG_NAME, WEIGHTS_NAME, _hub.CARD_NAME))
+        raise errors.ConfigError(f"{exc}; {_RETRY} (if it persists, check HF_ENDPOINT and your proxy, "
+                                 "or the repo itself is broken)") from None
+
+
 def _checked_state(weights_dir: Path, config: ModelConfig, in_cache: bool, origin: str) -> dict[str, torch.Tensor]:
-    """The weights of ``weights_dir``, hashed once against ``config.weights_sha256``; a corrupt copy in the
-    Hugging Face cache is evicted, so the next try downloads it again."""
+    """The weights of ``weights_dir``, hashed once against ``config.weights_sha256``; a corrupt or unreadable
+    copy in the Hugging Face cache is evicted, so the next try downloads it again."""
     path = weights_dir / WEIGHTS_NAME
     expected = config.weights_sha256
-    if not (in_cache and expected and path.is_file()):
+    if not (in_cache and path.is_file()):
         return read_weights(path, expected)
+    if not expected:
+        try:
+            return read_weights(path)
+        except errors.WeightsError as exc:
+            _hub.evict(weights_dir)
+            raise errors.WeightsError(f"{origin}: {exc}; {_RETRY}") from None
     if sha256_file(path) != expected:
         _hub.evict(weights_dir)
         raise errors.WeightsError(
@@ -289,4 +377,4 @@ def _check_overrides(config: ModelConfig, name, in_chans, input_size) -> None:
         raise errors.ConfigError(f"{name}: in_chans={in_chans} (weights have {config.input.in_chans}); the input "
                                  "transform converts colour images to the model's channels, so leave in_chans out")
     if input_size is not None:
-        config.input.size = tuple(int(s) for s in input_size)  # conv nets run at any size
+        config.input = dataclasses.replace(config.input, size=tuple(int(s) for s in input_size))  # conv nets run at any size

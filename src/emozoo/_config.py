@@ -25,6 +25,9 @@ FERPLUS_LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgu
 #: ``python -c "import emozoo.data as d; x = d.FerPlusNpz('ferplus_npz', 'Training').images / 255; print(x.mean(), x.std())"``.
 FER_MEAN, FER_STD = 0.5076, 0.2544
 
+#: the largest input side a model may declare (pixels): a bigger one is a typo that would allocate gigabytes
+MAX_INPUT_SIZE = 1024
+
 
 @dataclass
 class InputSpec:
@@ -38,12 +41,17 @@ class InputSpec:
     crop_margin: float = 0.1
 
     def __post_init__(self):
+        if isinstance(self.size, (str, bytes)) or not isinstance(self.size, (list, tuple)):
+            raise ConfigError(f"input.size must be [height, width], got {self.size!r}")
         self.size = tuple(int(s) for s in self.size)
         self.mean, self.std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
         if self.in_chans not in (1, 3):
             raise ConfigError(f"input.in_chans must be 1 or 3, got {self.in_chans!r}")
         if len(self.size) != 2 or min(self.size) < 8:
             raise ConfigError(f"input.size must be [height, width] of at least 8 pixels, got {list(self.size)}")
+        if max(self.size) > MAX_INPUT_SIZE:
+            raise ConfigError(f"input.size {list(self.size)} is larger than emozoo's limit of {MAX_INPUT_SIZE} pixels "
+                              "a side; face crops are small (FER+ is 48x48): give a smaller size")
         if len(self.mean) == 1 and self.in_chans == 3:
             self.mean, self.std = self.mean * 3, self.std * 3
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
@@ -80,11 +88,16 @@ class ModelConfig:
     requires: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.label_names = tuple(self.label_names)
-        if not self.label_names or len(set(self.label_names)) != len(self.label_names):
-            raise ConfigError(f"label_names must be a non-empty list of distinct names, got {list(self.label_names)}")
+        if not isinstance(self.architecture, str) or not self.architecture:
+            raise ConfigError(f"'architecture' must be a model name such as 'emoxnetlite', got {self.architecture!r}")
+        if not isinstance(self.model_args, dict):
+            raise ConfigError(f"'model_args' must be an object of keyword arguments, got {self.model_args!r}")
+        self.label_names = check_label_names(self.label_names)
         if isinstance(self.input, dict):
             self.input = _build(InputSpec, self.input, "input")
+        elif not isinstance(self.input, InputSpec):
+            raise ConfigError(f"'input' must be an object such as {{\"in_chans\": 1, \"size\": [48, 48]}}, "
+                              f"got {self.input!r}")
 
     @property
     def num_classes(self) -> int:
@@ -168,10 +181,26 @@ class ModelConfig:
         if not path.is_file():
             raise ConfigError(f"{path}: not found; a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = path.read_text()
+            data = json.loads(text)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        except json.JSONDecodeError as exc:
+            if text.lstrip()[:1] == "<":
+                raise ConfigError(f"{path}: got an HTML page instead of JSON (a proxy, captive portal or login "
+                                  "page answered instead of the model's server)") from None
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
         return cls.from_dict(data, source=str(path))
+
+
+def check_label_names(names: Any) -> tuple[str, ...]:
+    """``names`` as a tuple of distinct, non-empty strings, or a one-line :class:`ConfigError`."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise ConfigError(f"label_names must be a list of class names such as ['neutral', 'happiness'], got {names!r}")
+    names = tuple(names)
+    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"label_names must be a non-empty list of distinct names, got {list(names)}")
+    return names
 
 
 def _build(cls, d: dict[str, Any], source: str):

@@ -50,7 +50,8 @@ def download(repo_id: str, revision: str | None = None, local_files_only: bool =
     A branch or tag is resolved to its commit with one API call, and every file is then fetched at
     that commit, so a snapshot never mixes two commits; a commit sha already in the cache loads
     without network. With ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` only the cache is read.
-    An interrupted download leaves no partial file behind, so a retry starts clean. The weights are
+    An interrupted download leaves no partial file behind, so a retry starts clean; the partial files of a
+    client killed mid-pull are removed by the next download of the repo (:func:`clean_incomplete`). The weights are
     checked against the sha256 in ``config.json`` when they load (:func:`emozoo.create`), which
     removes a corrupt copy from the cache with :func:`evict`.
     """
@@ -67,7 +68,7 @@ def download(repo_id: str, revision: str | None = None, local_files_only: bool =
     if folder is None:
         try:
             folder = _from_hub(repo_id, revision)
-        except _hub_errors() as exc:
+        except (*_hub_errors(), ValueError) as exc:  # ValueError: an answer that is not JSON
             raise _download_error(exc, repo_id, revision) from None
     return folder
 
@@ -109,12 +110,42 @@ def is_cached(folder: Path) -> bool:
     return True
 
 
-def evict(folder: Path) -> None:
-    """Remove the weights of a cached snapshot (the link and its blob), so the next load downloads them anew."""
-    weights = Path(folder) / WEIGHTS_NAME
-    blob = weights.resolve()
-    weights.unlink(missing_ok=True)
-    blob.unlink(missing_ok=True)
+def evict(folder: Path, names: tuple[str, ...] = (WEIGHTS_NAME,)) -> None:
+    """Remove files of a cached snapshot (each link and its blob; by default the weights), so the next load
+    downloads them anew. :func:`emozoo.create` evicts the whole snapshot when its config does not parse."""
+    for name in names:
+        link = Path(folder) / name
+        blob = link.resolve()
+        link.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
+
+
+def clean_incomplete(repo_id: str) -> list[Path]:
+    """Remove the ``blobs/*.incomplete`` files that a killed download of ``repo_id`` left in the cache.
+
+    huggingface_hub downloads into a uniquely named ``<etag>.<id>.incomplete`` file and never resumes one,
+    so a file left by a client killed mid-pull is dead weight (tens of MB) until removed. A download still
+    running holds the lock ``.locks/<repo folder>/<etag>.lock``; a file whose lock is free is stale.
+    Returns the removed files.
+    """
+    from filelock import FileLock, Timeout
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = repo_folder_name(repo_id=repo_id, repo_type="model")
+    blobs = Path(constants.HF_HUB_CACHE) / folder / "blobs"
+    removed = []
+    for partial in sorted(blobs.glob("*.incomplete")) if blobs.is_dir() else []:
+        etag = partial.name.split(".")[0]
+        lock_path = Path(constants.HF_HUB_CACHE) / ".locks" / folder / f"{etag}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(lock_path, timeout=0):
+                partial.unlink(missing_ok=True)
+                removed.append(partial)
+        except (Timeout, OSError):  # a download in progress (or an unreadable lock): leave it
+            continue
+    return removed
 
 
 def _from_cache(repo_id: str, revision: str | None) -> Path | None:
@@ -128,6 +159,7 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import HfApi, constants, hf_hub_download
 
     api = HfApi(library_name=LIBRARY_NAME, library_version=__version__)
+    clean_incomplete(repo_id)
     info = api.model_info(repo_id, revision=revision or constants.DEFAULT_REVISION,
                           timeout=constants.HF_HUB_ETAG_TIMEOUT)
     present = {s.rfilename for s in info.siblings or []}
@@ -171,6 +203,10 @@ def _download_error(exc: Exception, repo_id: str, revision: str | None) -> Weigh
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         return WeightsError(f"downloading {where} failed: {constants.ENDPOINT} answered HTTP "
                             f"{exc.response.status_code}. {retry}")
+    if isinstance(exc, ValueError):  # json.JSONDecodeError: an API answer that is no JSON
+        return WeightsError(f"downloading {where} failed: {constants.ENDPOINT} answered with something that is not "
+                            "JSON (an HTML page? a proxy, captive portal or login page answered instead of the Hub); "
+                            f"check HF_ENDPOINT and your network. {retry}")
     if isinstance(exc, _httpx().TimeoutException):
         return WeightsError(f"downloading {where} from {constants.ENDPOINT} timed out (no answer within "
                             f"HF_HUB_ETAG_TIMEOUT={constants.HF_HUB_ETAG_TIMEOUT} s / HF_HUB_DOWNLOAD_TIMEOUT="

@@ -26,6 +26,26 @@ if TYPE_CHECKING:
 
 TIMM_PREFIX = "timm/"
 
+#: model arguments no config may pass to a factory: timm (and others) would load that file or download weights
+FORBIDDEN_ARGS = ("checkpoint_path", "pretrained")
+
+
+def check_model_args(name: str, args: Any) -> None:
+    """Refuse ``checkpoint_path`` and ``pretrained*`` keys: weights load only through emozoo's checked path."""
+    if not isinstance(args, dict):
+        raise errors.ConfigError(f"the arguments of {name!r} must be an object of keyword arguments, got {args!r}")
+    bad = sorted(k for k in args if not isinstance(k, str) or k.startswith(FORBIDDEN_ARGS))
+    if bad:
+        raise errors.ConfigError(
+            f"{name!r}: model argument(s) {bad} are refused (a config must not make a model load files or download "
+            "weights); load weights with emozoo.create(..., pretrained=True) or a saved model folder")
+
+
+def _failed(kind: str, name: str, owner: str, exc: Exception) -> errors.EmozooError:
+    where = "timm" if owner == "timm" else f"plugin {owner!r}"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return errors.PluginError(f"{kind} {name!r} (from {where}) failed to build: {type(exc).__name__}: {first}")
+
 
 @dataclass(frozen=True)
 class PretrainedCfg:
@@ -169,11 +189,16 @@ def build_architecture(name: str, num_classes: int, in_chans: int, args: dict[st
             raise errors.ConfigError(f"{name!r} is not a backbone and cannot be an ensemble member; "
                                      "members are: " + ", ".join(ARCHITECTURES.names(where=_is_backbone)))
         factory, owner = entry.factory, entry.owner
+    check_model_args(name, args)
+    kind = "backbone" if member or architecture_cfg(name).backbone else "model"
     try:
         module = factory(num_classes=num_classes, in_chans=in_chans, **args)
+    except errors.EmozooError:
+        raise
     except TypeError as exc:
-        kind = "backbone" if member or architecture_cfg(name).backbone else "model"
         raise errors.ConfigError(f"{kind} {name!r} (from {owner}) rejected its arguments {args}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a third-party factory: name it in one line (KeyboardInterrupt passes)
+        raise _failed(kind, name, owner, exc) from None
     if not isinstance(module, nn.Module):
         raise errors.PluginError(f"{name!r} (from {owner}) returned {type(module).__name__}, not an nn.Module")
     return module
@@ -190,10 +215,15 @@ def build_backbone(name: str, num_classes: int, in_chans: int, **args: Any) -> n
 
 def build_fusion(name: str, num_members: int, num_classes: int, feature_dims: Sequence[int], **args: Any) -> nn.Module:
     entry = FUSIONS.get(name)
+    check_model_args(f"fusion {name}", args)
     try:
         module = entry.factory(num_members=num_members, num_classes=num_classes, feature_dims=list(feature_dims), **args)
+    except errors.EmozooError:
+        raise
     except TypeError as exc:
         raise errors.ConfigError(f"fusion {name!r} (from {entry.owner}) rejected its arguments {args}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise _failed("fusion", name, entry.owner, exc) from None
     if not isinstance(module, nn.Module):
         raise errors.PluginError(f"fusion {name!r} (from {entry.owner}) returned {type(module).__name__}, not an nn.Module")
     return module

@@ -69,6 +69,7 @@ class PluginInfo:
 _lock = threading.RLock()
 _loaded = False
 _info: dict[str, PluginInfo] = {}
+_errors: dict[str, Exception] = {}  # the exception that made each failed plugin skip (for register_plugin)
 
 
 def load_plugins() -> None:
@@ -135,12 +136,11 @@ def _register(obj: Any, name: str, info: PluginInfo) -> None:
             fn(register=_register_callback(hook_name, registry, name, dist, added))
             if added:
                 info.registered[_HOOK_KINDS.get(hook_name, registry.kind)] = sorted(added)
-    except errors.DuplicateNameError:
+    except Exception as exc:  # noqa: BLE001 - a clash or any failure skips this plugin alone
         _rollback(obj, name)
-        raise
-    except Exception as exc:  # noqa: BLE001
-        _rollback(obj, name)
-        _fail(info, f"{type(exc).__name__}: {exc}")
+        message = str(exc) if isinstance(exc, errors.DuplicateNameError) else f"{type(exc).__name__}: {exc}"
+        _fail(info, message)
+        _errors[name] = exc
         return
     _info[name] = info
 
@@ -172,9 +172,13 @@ def register_plugin(obj: Any, name: str, distribution: str | None = None) -> Non
     names the pip package it stands for (recorded in the ``requires`` of models built from it)."""
     load_plugins()
     with _lock:
+        _errors.pop(name, None)
         _register(obj, name, PluginInfo(name, distribution, None))
         if _info.get(name) and _info[name].error:
-            raise errors.PluginError(f"plugin {name!r}: {_info[name].error}")
+            message, exc = _info[name].error, _errors.pop(name, None)
+            if isinstance(exc, errors.DuplicateNameError):
+                raise errors.DuplicateNameError(message)
+            raise errors.PluginError(f"plugin {name!r}: {message}")
 
 
 def unregister_plugin(name: str) -> None:
@@ -199,9 +203,29 @@ def plugin_info() -> list[PluginInfo]:
 
 
 def call_register_commands(cli) -> None:
-    """Let plugins add CLI commands (``register_commands`` hook)."""
+    """Let plugins add CLI commands (``register_commands`` hook), one plugin at a time.
+
+    A plugin whose hook raises is named in a warning and its commands are dropped; a command whose name is
+    already taken (a built-in such as ``predict``, or an earlier plugin's) is refused with a warning naming
+    the plugin, and the existing command stays. The other plugins' commands are added either way.
+    """
     load_plugins()
-    pm.hook.register_commands(cli=cli)
+    for impl in reversed(pm.hook.register_commands.get_hookimpls()):  # pluggy's call order
+        before = dict(cli.commands)
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the whole CLI down
+            cli.commands.clear()
+            cli.commands.update(before)
+            warnings.warn(f"emozoo plugin {impl.plugin_name!r}: register_commands failed, its commands are "
+                          f"skipped ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
+            continue
+        for command_name, command in before.items():
+            if cli.commands.get(command_name) is not command:
+                cli.commands[command_name] = command
+                warnings.warn(f"emozoo plugin {impl.plugin_name!r}: command {command_name!r} is already taken and "
+                              "cannot be replaced; the plugin's command was refused (give it another name)",
+                              RuntimeWarning, stacklevel=2)
 
 
 def _reset_for_tests() -> None:  # pragma: no cover - used by the test-suite only
@@ -212,6 +236,7 @@ def _reset_for_tests() -> None:  # pragma: no cover - used by the test-suite onl
         for registry in registries():
             registry.clear()
         _info.clear()
+        _errors.clear()
         _loaded = False
 
 

@@ -55,8 +55,10 @@ def build_model(name: str, input_shape: tuple[int, ...] | None = None,
     ``flip`` turns an emoxnet / emoxnetlite's test-time flip on or off (None: as saved); ``model_args``
     build an architecture with random weights in another shape (e.g. ``{"width": 0.75}``), to time a
     candidate before training it; ``input_shape`` (C, H, W) runs it at another input size."""
-    from .._builder import create
+    from .._builder import check_model_arg_names, create
 
+    check_model_arg_names(model_args or {}, "--model-arg",
+                          ["name", "pretrained", "revision", "flip", *(("in_chans", "input_size") if input_shape else ())])
     pretrained = has_weights(name)
     if model_args and pretrained:
         raise EmozooError(f"{name} has trained weights, whose shape its config fixes; model args apply to an "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import errors
 from .._backbone import BackboneBase, LinearHead
 from ..hookspecs import hookimpl
 
@@ -21,6 +22,8 @@ def _conv_bn(cin, cout, k=3, s=1, groups=1, act=True):
 
 
 def _width(c: float, mult: float, divisor: int = 8) -> int:
+    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
+        raise errors.ConfigError(f"width must be a positive number (1.0 is the standard width), got {mult!r}")
     return max(divisor, int(c * mult + divisor / 2) // divisor * divisor)
 
 

@@ -67,18 +67,25 @@ class EmoXNet(nn.Module):
 def emoxnet(num_classes: int = 8, in_chans: int = 1, members: Sequence[Any] = DEFAULT_MEMBERS,
             fusion: str = DEFAULT_FUSION, fusion_args: dict | None = None, flip: bool = False) -> EmoXNet:
     """EmoXNet: an ensemble of different backbones combined by a fusion (Momin et al., 2021)."""
-    specs = [member_spec(m) for m in members]
+    specs = [member_spec(m) for m in _member_list(members)]
     built = [build_backbone(s["backbone"], num_classes, in_chans, **s["args"]) for s in specs]
     dims = [int(getattr(m, "num_features", num_classes)) for m in built]
     fuse = build_fusion(fusion, len(built), num_classes, dims, **(fusion_args or {}))
     return EmoXNet(built, fuse, [s["backbone"] for s in specs], flip=flip)
 
 
+def _member_list(members: Any) -> Sequence[Any]:
+    if isinstance(members, (str, bytes, dict)) or not isinstance(members, Sequence) or not members:
+        raise errors.ConfigError(f"members must be a non-empty list of backbones, e.g. members=['resnet18', "
+                                 f"'vgg13'], got {members!r}")
+    return members
+
+
 def _normalize(args: dict[str, Any]) -> dict[str, Any]:
     unknown = set(args) - {"members", "fusion", "fusion_args", "flip"}
     if unknown:
         raise errors.ConfigError(f"emoxnet takes members=, fusion=, fusion_args= and flip=, not {sorted(unknown)}")
-    normalized = {"members": [member_spec(m) for m in args.get("members", DEFAULT_MEMBERS)],
+    normalized = {"members": [member_spec(m) for m in _member_list(args.get("members", DEFAULT_MEMBERS))],
                   "fusion": args.get("fusion", DEFAULT_FUSION), "fusion_args": dict(args.get("fusion_args") or {})}
     if check_flip("emoxnet", args):
         normalized["flip"] = True

@@ -134,15 +134,25 @@ def bench_cmd(patterns, batch_sizes, threads, backends, device, input_size, min_
     if as_json:
         echo_json({"machine": machine, "peak_gflops": peak and peak / 1e9,
                    "results": [r.as_dict() for r in rows], "best_backend": best, "pareto": points})
-        return
-    click.echo(B.format_table(rows))
-    click.echo(B.TABLE_LEGEND)
-    for model, per_batch in best.items():
-        click.echo(f"best backend for {model}: " + ", ".join(f"{b} at batch {bs}" for bs, b in per_batch.items()))
-    if csv_file:
-        click.echo(f"rows: {csv_file}")
-    if plot:
-        click.echo(f"accuracy against latency: {plot}")
+    else:
+        click.echo(B.format_table(rows))
+        click.echo(B.TABLE_LEGEND)
+        for model, per_batch in best.items():
+            click.echo(f"best backend for {model}: " + ", ".join(f"{b} at batch {bs}" for bs, b in per_batch.items()))
+        if csv_file:
+            click.echo(f"rows: {csv_file}")
+        if plot:
+            click.echo(f"accuracy against latency: {plot}")
+    _fail_if_unloaded(rows)
+
+
+def _fail_if_unloaded(rows) -> None:
+    """Exit 1 (after every row is shown) when a model could not be loaded at all: nothing was measured for it."""
+    failed = list(dict.fromkeys(r.model for r in rows if r.error and r.params is None))
+    if failed:
+        first = next(r.error for r in rows if r.model == failed[0])
+        raise ConfigError(f"{len(failed)} model(s) could not be loaded, so nothing was measured for them: "
+                          f"{', '.join(failed)} ({failed[0]}: {first})")
 
 
 @click.command("export")

@@ -150,6 +150,7 @@ def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_js
     Writes a checkpoint every epoch (--resume continues it) and, at the end, model.safetensors and
     config.json with the recipe and the validation metrics.
     """
+    from .._builder import check_model_arg_names
     from ..workflows import train_model
 
     _check_grow(init, grow)
@@ -159,6 +160,7 @@ def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_js
         raise ConfigError("name the model to train (emozoo train resnet18 ...), give --recipe with a 'model', "
                           "or fine-tune published weights with --init (emozoo train --init emoxnetlite.ferplus ...)")
     args = {**file_data.get("model_args", {}), **parse_kv(model_args)}
+    check_model_arg_names(args, "--model-arg", ["name", "pretrained", "revision", "label_names"])
     train_model(model, args, data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
                 val_split or file_data.get("val_split"), _merge(file_data, options), out_dir, resume=resume,
                 log=make_logger(as_json), command=command_line(), init=init, grow=grow)
@@ -181,6 +183,7 @@ def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_js
 def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, teacher_online, recipe_file, out_dir,
                 resume, as_json, data_spec, split, val_split, **options):
     """Distil a --teacher into a --student on --data (teacher outputs cached once, or --teacher-online)."""
+    from .._builder import check_model_arg_names
     from ..workflows import distill_model
 
     _check_grow(init, grow)
@@ -193,8 +196,9 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
     recipe.distill_args = {**file_data.get("recipe", {}).get("distill_args", {}), **parse_kv(loss_args)}
     if teacher_online is not None:
         recipe.teacher_online = teacher_online
-    distill_model(teacher, student or file_data.get("model", "emoxnetlite"),
-                  {**file_data.get("model_args", {}), **parse_kv(student_args)},
+    student_args = {**file_data.get("model_args", {}), **parse_kv(student_args)}
+    check_model_arg_names(student_args, "--student-arg", ["name", "pretrained", "revision", "label_names"])
+    distill_model(teacher, student or file_data.get("model", "emoxnetlite"), student_args,
                   data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
                   val_split or file_data.get("val_split"), recipe, out_dir, resume=resume,
                   log=make_logger(as_json), command=command_line(), init=init, grow=grow)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -52,6 +54,7 @@ class FerPlusNpz(FaceDataset):
             raise DataError("FER2013 labels have no vote distribution: use target='majority'")
         path = existing_path(path)
         with open_npz(path, self.KEYS) as npz:
+            npz = _checked_arrays(npz, self.KEYS, path)
             usage = npz["usage"]
             check_split(split, [s for s in FER2013_SPLITS if s in set(usage.tolist())], path)
             rows = usage == split
@@ -80,10 +83,19 @@ class FerPlusNpz(FaceDataset):
 
 def open_npz(path: Path, keys: Sequence[str]) -> np.lib.npyio.NpzFile:
     """The ``.npz`` file at ``path`` (never unpickling), checked to hold the arrays ``keys``."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); an .npz file holds named arrays "
+                        "(an interrupted copy or download? copy it again)")
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise DataError(f"{path}: holds a single array, not the named arrays of an .npz file")
+        raise DataError(f"{path}: not a readable .npz file: not a zip archive, or a truncated one (an .npz is a "
+                        "zip archive of arrays, written by numpy.savez); copy it again")
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: holds a single array, not the named arrays of an .npz file")
     missing = [k for k in keys if k not in npz.files]
@@ -91,6 +103,23 @@ def open_npz(path: Path, keys: Sequence[str]) -> np.lib.npyio.NpzFile:
         npz.close()
         raise DataError(f"{path}: missing arrays {missing}; expected {list(keys)}")
     return npz
+
+
+def _checked_arrays(npz: np.lib.npyio.NpzFile, keys: Sequence[str], path: Path) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of ``npz`` read into memory, each with one row per image, or a one-line DataError."""
+    arrays = {}
+    for key in keys:
+        try:
+            arrays[key] = npz[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise DataError(f"{path}: array {key!r} cannot be read ({type(e).__name__}: {e}); "
+                            "the file is damaged, copy it again") from None
+    lengths = {key: len(a) if a.ndim else None for key, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"{path}: its arrays must have one row per image, but their lengths differ "
+                        f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); the file is damaged or was "
+                        "written wrongly")
+    return arrays
 
 
 def parse_pixels(text: str, path: Path, line: int) -> np.ndarray:

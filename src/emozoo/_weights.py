@@ -1,6 +1,7 @@
 """Saving and loading weights: safetensors state dicts only, never pickles."""
 from __future__ import annotations
 
+import errno
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,36 @@ from .errors import ConfigError, WeightsError
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
-                      metadata: dict[str, str] | None = None) -> Path:
+                      metadata: dict[str, str] | None = None, *, kept: str = "") -> Path:
     """Write ``tensors`` to ``path`` atomically (a temporary file, then a rename).
 
     The file gets the usual permissions (``0o666`` less the umask): ``safetensors.torch.save_file``
     creates its files readable by their owner only, which breaks model folders shared between users.
+    A write that fails (a full disk) removes the partial temporary file and raises a :class:`WeightsError`
+    naming the file; ``kept`` says what the failure left in place.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(tensors_to_bytes(tensors, metadata=metadata))
+    data = tensors_to_bytes(tensors, metadata=metadata)
+    try:
+        tmp.write_bytes(data)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_full_error(tmp, exc, kept or f"{path.name} is unchanged") from None
     tmp.replace(path)
     return path
+
+
+def disk_full_error(path: Path, exc: OSError, kept: str) -> Exception:
+    """The one-line error for a failed write of ``path`` (a full disk or a file-size limit, or another OSError)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk is full"
+    elif exc.errno == errno.EFBIG:
+        why = "the file is larger than this system allows (ulimit -f)"
+    else:
+        return WeightsError(f"{path}: could not be written ({exc.strerror or exc}); {kept}; fix the folder and run again")
+    return WeightsError(f"{path}: could not be written, {why}; the partial file was removed and {kept}; "
+                        f"free space and run again")
 
 
 def sha256_file(path: str | Path) -> str:

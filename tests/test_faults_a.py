@@ -99,3 +99,69 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_removes_the_partial_file(
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [CKPT_META, CKPT_TENSORS]
     assert _resume(tmp_path)[0]["epoch"] == 1
+
+
+def _train_args(fer_csv, out):
+    return ["train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--epochs", 1, "--limit", 32,
+            "--batch-size", 32, "--num-workers", 0, "--val-split", "none", "--out", out]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_naming_the_holder(fer_csv, tmp_path):
+    from click.testing import CliRunner
+
+    from emozoo.cli import build_cli
+    from emozoo.train import lock_output
+
+    out = tmp_path / "run"
+    with lock_output(out):  # a run in progress
+        for command in (_train_args(fer_csv, out), _train_args(fer_csv, out) + ["--resume"]):
+            result = CliRunner().invoke(build_cli(), [str(a) for a in command])
+            assert result.exit_code == 1 and result.output == (
+                f"Error: {out} is in use by another emozoo run (process {os.getpid()}); wait for it to finish or pick "
+                "another --out\n")
+        assert sorted(p.name for p in out.iterdir()) == [".emozoo.lock"]  # the refused runs wrote nothing
+    assert not (out / ".emozoo.lock").exists()
+    result = CliRunner().invoke(build_cli(), [str(a) for a in _train_args(fer_csv, out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "config.json", "model.safetensors"]
+
+
+@pytest.mark.multiprocess
+def test_a_killed_runs_lock_does_not_block_the_next(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from emozoo.train import lock_output
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from emozoo.train.lock import lock_output\n"
+                               f"with lock_output({str(out)!r}):\n    print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(Exception, match=f"process {holder.pid}"), lock_output(out):
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (out / ".emozoo.lock").exists()  # the killed holder left its file, but the OS released its lock
+    with lock_output(out):
+        assert (out / ".emozoo.lock").read_text() == f"{os.getpid()}\n"
+
+
+def test_a_failed_start_leaves_no_empty_folders(fer_csv, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import emozoo.train.loop
+    from emozoo.cli import build_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C in the first epoch, before any checkpoint
+    monkeypatch.setattr(emozoo.train.loop, "save_checkpoint", interrupted)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(build_cli(), [str(a) for a in _train_args(fer_csv, out)])
+    assert result.exit_code == 1
+    assert not out.exists()  # neither the folder this run made nor its empty checkpoint/ is left
+    (out / "checkpoint").mkdir(parents=True)  # an empty checkpoint/ an older failed start left
+    (out / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(build_cli(), [str(a) for a in _train_args(fer_csv, out)])
+    assert result.exit_code == 1 and sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -165,3 +165,29 @@ def test_a_failed_start_leaves_no_empty_folders(fer_csv, tmp_path, monkeypatch):
     (out / "notes.txt").write_text("mine")
     result = CliRunner().invoke(build_cli(), [str(a) for a in _train_args(fer_csv, out)])
     assert result.exit_code == 1 and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("target,name,n", STEPS, ids=["config-tmp", "weights-tmp", "weights-rename", "config-rename"])
+def test_a_kill_at_any_step_of_save_pretrained_over_a_model_leaves_one_whole_model(tmp_path, monkeypatch, target, name, n):
+    import emozoo
+    from emozoo._weights import sha256_file
+
+    def make(seed):
+        torch.manual_seed(seed)
+        return emozoo.create("mini_xception", width=0.5)
+
+    old, new = make(1), make(2)
+    emozoo.save_pretrained(old, tmp_path, name="old")
+    with monkeypatch.context() as m:
+        _kill_at(m, target, name, n)
+        with pytest.raises(Killed):
+            emozoo.save_pretrained(new, tmp_path, name="new")
+    loaded = emozoo.create(str(tmp_path), pretrained=True)  # config and weights of one and the same save
+    expected = {"old": old, "new": new}[loaded.config.name]
+    assert loaded.config.weights_sha256 == sha256_file(tmp_path / "model.safetensors")
+    for a, b in zip(loaded.state_dict().values(), expected.state_dict().values()):
+        assert torch.equal(a, b)
+    if (target, name) == (os, "replace"):  # killed between the renames: the new model is there, not lost
+        assert loaded.config.name == "new" and not (tmp_path / "config.json.tmp").exists()
+    emozoo.save_pretrained(new, tmp_path, name="again")  # the next save clears what the kill left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]

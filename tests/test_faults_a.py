@@ -191,3 +191,23 @@ def test_a_kill_at_any_step_of_save_pretrained_over_a_model_leaves_one_whole_mod
         assert loaded.config.name == "new" and not (tmp_path / "config.json.tmp").exists()
     emozoo.save_pretrained(new, tmp_path, name="again")  # the next save clears what the kill left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_a_full_disk_during_save_pretrained_leaves_the_model_unchanged(tmp_path, monkeypatch):
+    import emozoo
+    from emozoo.errors import EmozooError
+
+    torch.manual_seed(1)
+    model = emozoo.create("mini_xception", width=0.5)
+    emozoo.save_pretrained(model, tmp_path, name="old")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = Path.write_bytes
+
+    def full(self, data):
+        real(self, data[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(EmozooError, match="could not be written, the disk is full; the partial file was removed and the "
+                                          "model in .* is unchanged; free space and run again"):
+        emozoo.save_pretrained(model, tmp_path, name="new")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

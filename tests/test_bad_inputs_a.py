@@ -113,7 +113,7 @@ BAD_RECIPES = {  # file contents -> what the one line must say
     "swa_epochs negative": ({"recipe": {"swa_epochs": -1}}, "swa_epochs is -1"),
     "momentum negative": ({"recipe": {"momentum": -0.9}}, "momentum is -0.9"),
     "holdout 1": ({"recipe": {"holdout": 1}}, "holdout is 1 (a whole number); expected a number less than 1"),
-    "unknown recipe key": ({"recipe": {"epochz": 5}}, "unknown key 'epochz'; did you mean 'epochs'?"),
+    "unknown recipe key": ({"recipe": {"epochz": 5}}, "recipe: unknown key(s) ['epochz']; did you mean 'epochs'?"),
     "hyper-parameter at the top": ({"epochs": 5}, "unknown key 'epochs'; 'epochs' is a hyper-parameter: put it under \"recipe\""),
     "unknown top-level key": ({"modle": "resnet10"}, "unknown key 'modle'; did you mean 'model'?"),
 }

@@ -82,11 +82,11 @@ class Recipe:
             raise errors.ConfigError(f"{source}: a recipe is a JSON object of hyper-parameters, not {_kind(d)} "
                                      f"{_short(d)}")
         known = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
-                raise errors.ConfigError(f"{source}: unknown key {key!r}; {hint}")
+        unknown = sorted(str(key) for key in d if key not in known)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {sorted(known)}"
+            raise errors.ConfigError(f"{source}: unknown key(s) {unknown}; {hint}")
         check_types(d, source)
         return cls(**d)
 

@@ -88,14 +88,18 @@ class Recipe:
             hint = f"did you mean {close[0]!r}?" if close else f"known: {sorted(known)}"
             raise errors.ConfigError(f"{source}: unknown key(s) {unknown}; {hint}")
         check_types(d, source)
-        return cls(**d)
+        try:
+            return cls(**d)
+        except errors.ConfigError as exc:  # a range __post_init__ checks: say which file it came from
+            message = str(exc)
+            if source == "recipe" or not message.startswith("recipe: "):
+                raise
+            raise errors.ConfigError(f"{source}: {message[len('recipe: '):]}") from None
 
 
-#: the range of each number in a recipe (pydantic ``Field`` constraints); the rest is checked in ``__post_init__``
-BOUNDS = {"epochs": {"ge": 1}, "batch_size": {"ge": 1}, "lr": {"gt": 0}, "momentum": {"ge": 0}, "weight_decay": {"ge": 0},
-          "warmup_epochs": {"ge": 0}, "label_smoothing": {"ge": 0, "lt": 1}, "holdout": {"ge": 0, "lt": 1},
-          "limit": {"ge": 0}, "seed": {"ge": 0}, "swa_epochs": {"ge": 0}, "swa_lr": {"ge": 0}, "num_workers": {"ge": 0},
-          "mixup": {"ge": 0}}
+#: the range of the numbers ``__post_init__`` does not check (pydantic ``Field`` constraints)
+BOUNDS = {"momentum": {"ge": 0}, "weight_decay": {"ge": 0}, "warmup_epochs": {"ge": 0}, "limit": {"ge": 0},
+          "seed": {"ge": 0}, "num_workers": {"ge": 0}}
 
 _EXPECTED = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
              "string_type": "a string", "dict_type": "a JSON object", "finite_number": "a finite number"}

@@ -23,7 +23,7 @@ from ._config import CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelConfig, check_la
 from ._models import TIMM_PREFIX, ArchitectureCfg, architecture_cfg, build_architecture
 from ._pretrained import published, resolve
 from ._registry import ARCHITECTURES, natural_key
-from ._weights import read_weights, sha256_file, state_dict_mismatch
+from ._weights import finish_interrupted_save, read_weights, sha256_file, state_dict_mismatch
 from .plugins import load_plugins
 
 LOCAL_PREFIX, HUB_PREFIX = "local-dir:", _hub.HUB_PREFIX
@@ -144,6 +144,8 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
 
     new_labels = None
     if weights_dir is not None:
+        if not in_cache:  # a local folder: finish a save_pretrained a kill interrupted between its two renames
+            finish_interrupted_save(weights_dir)
         config = _checked_config(weights_dir, in_cache)
         if kwargs:
             raise errors.ConfigError(f"{name}: the architecture comes from its config.json; unexpected "

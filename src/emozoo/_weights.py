@@ -1,7 +1,10 @@
 """Saving and loading weights: safetensors state dicts only, never pickles."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +14,44 @@ from safetensors.torch import load_file
 from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
-from ._config import WEIGHTS_NAME, ModelConfig
+from ._config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
 from .errors import ConfigError, WeightsError
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
-                      metadata: dict[str, str] | None = None) -> Path:
+                      metadata: dict[str, str] | None = None, *, kept: str = "") -> Path:
     """Write ``tensors`` to ``path`` atomically (a temporary file, then a rename).
 
     The file gets the usual permissions (``0o666`` less the umask): ``safetensors.torch.save_file``
     creates its files readable by their owner only, which breaks model folders shared between users.
+    A write that fails (a full disk) removes the partial temporary file and raises a :class:`WeightsError`
+    naming the file; ``kept`` says what the failure left in place.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(tensors_to_bytes(tensors, metadata=metadata))
-    tmp.replace(path)
+    _write_bytes(path, tensors_to_bytes(tensors, metadata=metadata), kept or f"{path.name} is unchanged")
     return path
+
+
+def _write_bytes(path: Path, data: bytes, kept: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_full_error(tmp, exc, kept) from None
+    tmp.replace(path)
+
+
+def disk_full_error(path: Path, exc: OSError, kept: str) -> Exception:
+    """The one-line error for a failed write of ``path`` (a full disk or a file-size limit, or another OSError)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk is full"
+    elif exc.errno == errno.EFBIG:
+        why = "the file is larger than this system allows (ulimit -f)"
+    else:
+        return WeightsError(f"{path}: could not be written ({exc.strerror or exc}); {kept}; fix the folder and run again")
+    return WeightsError(f"{path}: could not be written, {why}; the partial file was removed and {kept}; "
+                        f"free space and run again")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -54,16 +79,54 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, dtype: torch.dty
         setattr(config, key, value)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    finish_interrupted_save(directory, clean=True)
     state = {}
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         state[key] = tensor.contiguous().clone()
-    write_safetensors(directory / WEIGHTS_NAME, state, {"format": "pt", "architecture": config.architecture})
-    config.weights_sha256 = sha256_file(directory / WEIGHTS_NAME)
-    config.save(directory)
+    # both files are written in full as .tmp first; the weights' rename, then the config's, switch the folder to
+    # the new model. A kill between the two leaves config.json.tmp, whose weights_sha256 names the new weights:
+    # finish_interrupted_save (run by the next save and by emozoo.create on the folder) completes the switch.
+    data = tensors_to_bytes(state, metadata={"format": "pt", "architecture": config.architecture})
+    config.weights_sha256 = hashlib.sha256(data).hexdigest()
+    config.record_plugins()
+    pending = directory / (CONFIG_NAME + ".tmp")
+    kept = f"the model in {directory} is unchanged"
+    try:
+        pending.write_text(config.to_json())
+    except OSError as exc:
+        pending.unlink(missing_ok=True)
+        raise disk_full_error(pending, exc, kept) from None
+    try:
+        _write_bytes(directory / WEIGHTS_NAME, data, kept)
+    except Exception:
+        pending.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(pending, directory / CONFIG_NAME)
+    except FileNotFoundError:  # a reader of the folder finished the switch first
+        pass
     return directory
+
+
+def finish_interrupted_save(directory: str | Path, clean: bool = False) -> None:
+    """Complete a :func:`save_pretrained` that a kill interrupted between its two renames (new weights beside the
+    old ``config.json`` and the new ``config.json.tmp``); with ``clean``, also remove the partial ``.tmp`` files of
+    one interrupted earlier (only the saver does: a reader must not delete the files of a save in progress)."""
+    directory = Path(directory)
+    pending, weights = directory / (CONFIG_NAME + ".tmp"), directory / WEIGHTS_NAME
+    if pending.is_file() and weights.is_file():
+        try:
+            sha = json.loads(pending.read_text()).get("weights_sha256")
+            if sha and sha256_file(weights) == sha:
+                os.replace(pending, directory / CONFIG_NAME)
+        except (OSError, ValueError, AttributeError):  # a partial or unreadable file: the save never got that far
+            pass
+    if clean:
+        for tmp in (pending, directory / (WEIGHTS_NAME + ".tmp")):
+            tmp.unlink(missing_ok=True)
 
 
 def read_weights(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:

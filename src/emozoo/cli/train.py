@@ -1,6 +1,7 @@
 """``emozoo train``, ``emozoo distill``, ``emozoo ensemble`` and ``emozoo eval``."""
 from __future__ import annotations
 
+import difflib
 import json
 import shlex
 import sys
@@ -56,24 +57,45 @@ def recipe_options(f):
     return f
 
 
+#: the keys of a recipe file besides ``recipe`` (the hyper-parameters), and what each holds
+FILE_KEYS = {"model": str, "model_args": dict, "data": str, "split": str, "val_split": (str, type(None)),
+             "teacher": str, "command": str, "recipe": dict}
+
+
 def load_recipe_file(path: str | None) -> dict:
+    """The recipe file at ``path`` (``{}`` without one); its keys and their types are checked here, the
+    hyper-parameters under ``recipe`` when they are merged with the options."""
     if not path:
         return {}
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a JSON object")
+        raise ConfigError(f"{path}: a recipe is a JSON object (keys {', '.join(FILE_KEYS)}), not a "
+                          f"{type(data).__name__}")
+    for key, value in data.items():
+        if key not in FILE_KEYS:
+            close = difflib.get_close_matches(key, list(FILE_KEYS) + list(RECIPE_FIELDS), n=1)
+            where = "" if not close else (f"; did you mean {close[0]!r}?" if close[0] in FILE_KEYS else
+                                          f"; {close[0]!r} is a hyper-parameter: put it under \"recipe\"")
+            raise ConfigError(f"{path}: unknown key {key!r}{where} (known keys: {', '.join(FILE_KEYS)})")
+        if not isinstance(value, FILE_KEYS[key]) or isinstance(value, bool):
+            want = {str: "a string", dict: "a JSON object"}.get(FILE_KEYS[key], "a string or null")
+            raise ConfigError(f"{path}: {key} is {json.dumps(value)}; expected {want}")
     return data
 
 
-def _merge(file_data: dict, options: dict):
+def _merge(file_data: dict, options: dict, recipe_file: str | None = None):
     from ..train import Recipe
 
     values = dict(file_data.get("recipe", {}))
     values.update({k: v for k, v in options.items() if k in RECIPE_FIELDS and v is not None})
-    return Recipe.from_dict(values)
+    return Recipe.from_dict(values, source=f"{recipe_file}: recipe" if recipe_file else "recipe")
 
 
 def parse_kv(pairs) -> dict:
@@ -162,7 +184,7 @@ def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_js
     args = {**file_data.get("model_args", {}), **parse_kv(model_args)}
     check_model_arg_names(args, "--model-arg", ["name", "pretrained", "revision", "label_names"])
     train_model(model, args, data_spec or file_data.get("data", "ferplus"), split or file_data.get("split", "Training"),
-                val_split or file_data.get("val_split"), _merge(file_data, options), out_dir, resume=resume,
+                val_split or file_data.get("val_split"), _merge(file_data, options, recipe_file), out_dir, resume=resume,
                 log=make_logger(as_json), command=command_line(), init=init, grow=grow)
 
 
@@ -191,7 +213,7 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
     teacher = teacher or file_data.get("teacher")
     if not teacher:
         raise ConfigError("give --teacher (a model folder or name) or a --recipe with a 'teacher'")
-    recipe = _merge(file_data, options)
+    recipe = _merge(file_data, options, recipe_file)
     recipe.distill_loss = loss or file_data.get("recipe", {}).get("distill_loss") or "kd_smooth"
     recipe.distill_args = {**file_data.get("recipe", {}).get("distill_args", {}), **parse_kv(loss_args)}
     if teacher_online is not None:

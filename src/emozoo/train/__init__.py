@@ -13,10 +13,11 @@ from .averaging import WeightAverage, update_batchnorm
 from .batches import Indexed, holdout_split, iter_batches, mix_batch, preload
 from .distributed import Dist, autocast, device_for
 from .evaluate import evaluate, predict_logits
+from .lock import lock_output
 from .loop import LossFn, fit
 from .recipe import Recipe, check_mixup_teacher
 from .schedule import lr_schedule
 
 __all__ = ["Dist", "Indexed", "LossFn", "Recipe", "WeightAverage", "autocast", "check_mixup_teacher", "device_for",
-           "evaluate", "fit", "holdout_split", "iter_batches", "lr_schedule", "mix_batch", "predict_logits",
+           "evaluate", "fit", "holdout_split", "iter_batches", "lock_output", "lr_schedule", "mix_batch", "predict_logits",
            "preload", "update_batchnorm"]

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import errors
-from .._checkpoint import CKPT_META, load_checkpoint, save_checkpoint
+from .._checkpoint import has_checkpoint, load_checkpoint, recover_checkpoint, save_checkpoint
 from .averaging import WeightAverage, update_batchnorm
 from .batches import Indexed, iter_batches, mix_batch, preload
 from .distributed import Dist, autocast, device_for
@@ -71,7 +71,11 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
 
     start_epoch, step, history = 0, 0, []
     swa = WeightAverage(model) if recipe.swa_epochs else None
-    if resume and (out_dir / CKPT_META).is_file():
+    if dist.main:
+        recover_checkpoint(out_dir)  # finish a save a kill interrupted; remove partial files
+    dist.barrier()
+    found = has_checkpoint(out_dir)
+    if resume and found:
         meta = load_checkpoint(out_dir, model, optimizer)
         if asdict(Recipe.from_dict(meta.get("recipe") or {})) != asdict(recipe):
             raise errors.ConfigError(f"{out_dir.parent}: the checkpoint was made with another recipe; resume with the "
@@ -80,7 +84,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         if swa is not None:  # one epoch averaged per epoch finished inside the last swa_epochs
             swa.load(meta.get("extra_tensors", {}), max(0, start_epoch - (recipe.epochs - recipe.swa_epochs)))
         log({"event": "resume", "epoch": start_epoch, "step": step})
-    elif (out_dir / CKPT_META).is_file() and dist.main:
+    elif found and dist.main:
         raise errors.ConfigError(f"{out_dir.parent} holds a checkpoint: pass --resume to continue it, or pick a new --out")
     ddp = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
            if dist.world > 1 else model)

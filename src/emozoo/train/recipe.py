@@ -1,8 +1,11 @@
 """A training run's hyper-parameters (:class:`Recipe`), checked when made; stored with the trained model."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+import difflib
+import functools
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, get_type_hints
 
 from .. import errors
 
@@ -53,6 +56,7 @@ class Recipe:
     mixup: float = 0.0
 
     def __post_init__(self):
+        check_types(asdict(self), "recipe")
         checks = [
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
@@ -71,12 +75,81 @@ class Recipe:
                 raise errors.ConfigError(f"recipe: {message}")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+    def from_dict(cls, d: Any, source: str = "recipe") -> Recipe:
+        """The recipe ``d`` describes; each unknown key, wrong type or value out of range is a :class:`ConfigError`
+        naming the key, the value and what is expected (``source`` says where ``d`` came from)."""
+        if not isinstance(d, dict):
+            raise errors.ConfigError(f"{source}: a recipe is a JSON object of hyper-parameters, not {_kind(d)} "
+                                     f"{_short(d)}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(key) for key in d if key not in known)
         if unknown:
-            raise errors.ConfigError(f"recipe: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {sorted(known)}"
+            raise errors.ConfigError(f"{source}: unknown key(s) {unknown}; {hint}")
+        check_types(d, source)
+        try:
+            return cls(**d)
+        except errors.ConfigError as exc:  # a range __post_init__ checks: say which file it came from
+            message = str(exc)
+            if source == "recipe" or not message.startswith("recipe: "):
+                raise
+            raise errors.ConfigError(f"{source}: {message[len('recipe: '):]}") from None
+
+
+#: the range of the numbers ``__post_init__`` does not check (pydantic ``Field`` constraints)
+BOUNDS = {"momentum": {"ge": 0}, "weight_decay": {"ge": 0}, "warmup_epochs": {"ge": 0}, "limit": {"ge": 0},
+          "seed": {"ge": 0}, "num_workers": {"ge": 0}}
+
+_EXPECTED = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
+             "string_type": "a string", "dict_type": "a JSON object", "finite_number": "a finite number"}
+
+
+@functools.cache
+def _schema():
+    from pydantic import ConfigDict, Field, create_model
+
+    hints = get_type_hints(Recipe)
+    spec = {f.name: (hints[f.name], Field(default=None, **BOUNDS.get(f.name, {}))) for f in fields(Recipe)}
+    return create_model("RecipeSchema", __config__=ConfigDict(strict=True, allow_inf_nan=False), **spec)
+
+
+def _short(value: Any) -> str:
+    """``value`` as JSON writes it (``"2"``, ``null``, ``[1]``), cut to 60 characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of ``value``'s type."""
+    for types, name in ((bool, "true/false"), (int, "a whole number"), (float, "a number"), (str, "a string"),
+                        (dict, "an object"), ((list, tuple), "a list"), (type(None), "null")):
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def check_types(values: dict[str, Any], source: str = "recipe") -> None:
+    """A :class:`ConfigError` for the first value in ``values`` (recipe keys) of the wrong type or out of range."""
+    from pydantic import ValidationError
+
+    try:
+        _schema().model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(part) for part in err["loc"])
+        ctx = err.get("ctx", {})
+        expected = _EXPECTED.get(err["type"]) or err["msg"].replace("Input should be ", "")
+        if err["type"] in ("int_type", "float_type") and isinstance(err.get("input"), str):
+            expected += " (without quotes)"
+        if "ge" in ctx or "gt" in ctx or "lt" in ctx:
+            expected = err["msg"].replace("Input should be ", "a number ")
+        value = values.get(key, err.get("input"))
+        raise errors.ConfigError(f"{source}: {key} is {_short(value)} ({_kind(value)}); expected {expected}") from None
+
 
 def check_mixup_teacher(recipe: Recipe, online: bool) -> None:
     """A :class:`ConfigError` if a distillation recipe mixes batches that its teacher does not score (cached)."""

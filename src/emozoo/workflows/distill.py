@@ -18,7 +18,7 @@ from ..data import eval_transform
 from ..plugins import load_plugins
 from ..train import Recipe, check_mixup_teacher, device_for, fit, predict_logits
 from .member import init_from, train_transform_for
-from .saving import Log, save_trained
+from .saving import Log, hold_output, save_trained
 from .splits import default_val_split, open_split, train_indices
 
 
@@ -47,8 +47,16 @@ def distill_model(teacher_spec: str, student: str, student_args: dict, data_spec
 
     ``init`` (a model folder or name) starts the student from those weights instead of random ones,
     e.g. to fine-tune a distilled student on a better teacher; its architecture must be the student's,
-    or with ``grow`` a narrower one of it (e.g. a wider student grown from a trained narrow one).
+    or with ``grow`` a narrower one of it (e.g. a wider student grown from a trained narrow one). A second run
+    on ``out_dir`` while this one holds it is refused (:func:`emozoo.train.lock_output`).
     """
+    with hold_output(out_dir):
+        return _distill_model(teacher_spec, student, student_args, data_spec, split, val_split, recipe, out_dir,
+                              resume=resume, log=log, command=command, progress=progress, init=init, grow=grow)
+
+
+def _distill_model(teacher_spec, student, student_args, data_spec, split, val_split, recipe, out_dir, *, resume, log,
+                   command, progress, init, grow) -> dict:
     log = log or (lambda e: None)
     out_dir = Path(out_dir)
     val_split = default_val_split(split, val_split)

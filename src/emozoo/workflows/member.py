@@ -12,7 +12,7 @@ from .._builder import check_model_name, create
 from .._weights import grow_state_dict, state_dict_mismatch
 from ..data import eval_transform, train_transform
 from ..train import Recipe, fit
-from .saving import Log, save_trained
+from .saving import Log, hold_output, save_trained
 from .splits import default_val_split, open_split, train_indices
 
 
@@ -25,8 +25,16 @@ def train_model(name: str | None, model_args: dict, data_spec: str, split: str, 
     continue a finished run with a new learning-rate cycle; its architecture and arguments must match,
     or with ``grow`` it may be a narrower model of the architecture (see :func:`init_from`). Without
     ``name`` the model is ``init`` itself. Data with other classes than ``init``'s fine-tunes it: every
-    weight but the classifier head(s) is kept (see :func:`emozoo.create`).
+    weight but the classifier head(s) is kept (see :func:`emozoo.create`). A second run on ``out_dir`` while
+    this one holds it is refused (:func:`emozoo.train.lock_output`).
     """
+    with hold_output(out_dir):
+        return _train_model(name, model_args, data_spec, split, val_split, recipe, out_dir, resume=resume, log=log,
+                            command=command, progress=progress, init=init, grow=grow)
+
+
+def _train_model(name, model_args, data_spec, split, val_split, recipe, out_dir, *, resume, log, command, progress,
+                 init, grow) -> dict:
     log = log or (lambda e: None)
     if not name and not init:
         raise errors.ConfigError("name the model to train (emozoo train resnet18 ...) or give --init WEIGHTS")

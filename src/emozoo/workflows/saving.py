@@ -1,11 +1,12 @@
 """Saving a trained model with its recipe and its validation metrics, and the command that reproduces them."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import asdict
 
 from .._weights import save_pretrained
-from ..train import Dist, Recipe
+from ..train import Dist, Recipe, lock_output
 
 #: receives progress events (``{"event": "epoch", ...}``, ``{"event": "done", ...}``)
 Log = Callable[[dict], None]
@@ -28,3 +29,8 @@ def save_trained(model, out_dir, data_spec, split, val_split, recipe: Recipe, co
                     metrics=metrics_summary(metrics, data_spec, val_split, out_dir) if val_split and metrics else {})
     log({"event": "done", "out": str(out_dir), "accuracy": metrics.get("accuracy"),  # None: no validation split
          "steps": result["steps"]})
+
+
+def hold_output(out_dir):
+    """The run's hold on ``out_dir`` (:func:`emozoo.train.lock_output`); in process 0 only, the one that writes."""
+    return lock_output(out_dir) if Dist().main else contextlib.nullcontext(out_dir)

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
+from .. import errors
 from ..data import FER2013_SPLITS, open_dataset
 from ..train import Recipe, holdout_split
 
@@ -38,6 +39,10 @@ def default_val_split(train_split: str, val_split: str | None) -> str | None:
 def train_indices(n: int, recipe: Recipe) -> list[int]:
     """Indices a run trains on: the training split less its holdout, cut to ``recipe.limit``."""
     indices, _ = holdout_split(n, recipe.holdout)
+    if not indices:
+        raise errors.ConfigError(f"--holdout {recipe.holdout:g} of the {n} training images leaves none to train on; "
+                                 f"use a smaller --holdout (e.g. 0.1)" if recipe.holdout else
+                                 "the training split has no images; check --data and --split")
     if recipe.limit and recipe.limit < len(indices):
         order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(recipe.seed)).tolist()
         indices = sorted(indices[i] for i in order[:recipe.limit])

@@ -46,7 +46,9 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["meta.epoch"] = torch.tensor(meta["epoch"])
     save_id = uuid.uuid4().hex
-    meta = {**meta, "save_id": save_id, "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars}}
+    optim_tensors = sorted(k for k in tensors if k.startswith("optim."))
+    meta = {**meta, "save_id": save_id,
+            "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars, "tensors": optim_tensors}}
     tmp_meta = directory / (CKPT_META + ".tmp")
     try:
         tmp_meta.write_text(json.dumps(meta, indent=1, default=list))
@@ -129,6 +131,8 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
         raise WeightsError(f"{directory}: {CKPT_TENSORS} and {CKPT_META} are from different saves; {fix}")
     missing = [k for k in ("epoch", "step", "history", "optimizer") if k not in meta]
     missing += [k for k in ("rng.torch",) if k not in tensors]
+    optimizer_meta = meta.get("optimizer") if isinstance(meta.get("optimizer"), dict) else {}
+    missing += [k for k in optimizer_meta.get("tensors", []) if k not in tensors]  # e.g. a momentum buffer
     if missing or not isinstance(meta.get("optimizer"), dict) or not {"scalars", "param_groups"} <= set(meta["optimizer"]):
         what = ", ".join(missing) or "optimizer.scalars / optimizer.param_groups"
         raise WeightsError(f"{directory}: the checkpoint lacks {what}; {fix}")

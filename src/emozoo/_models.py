@@ -182,12 +182,12 @@ def build_architecture(name: str, num_classes: int, in_chans: int, args: dict[st
         args = {"model_name": name[len(TIMM_PREFIX):], **args}
     else:
         if member and name not in ARCHITECTURES:
-            raise errors.UnknownBackboneError(name, ARCHITECTURES.names(where=_is_backbone),
+            raise errors.UnknownBackboneError(name, ARCHITECTURES.names(where=is_backbone),
                                               hint="timm architectures work as 'timm/<name>'.")
         entry = ARCHITECTURES.get(name)
-        if member and not entry.meta["cfg"].backbone:
+        if member and not is_backbone(entry):
             raise errors.ConfigError(f"{name!r} is not a backbone and cannot be an ensemble member; "
-                                     "members are: " + ", ".join(ARCHITECTURES.names(where=_is_backbone)))
+                                     "members are: " + ", ".join(ARCHITECTURES.names(where=is_backbone)))
         factory, owner = entry.factory, entry.owner
     check_model_args(name, args)
     kind = "backbone" if member or architecture_cfg(name).backbone else "model"
@@ -204,7 +204,8 @@ def build_architecture(name: str, num_classes: int, in_chans: int, args: dict[st
     return module
 
 
-def _is_backbone(entry) -> bool:
+def is_backbone(entry) -> bool:
+    """Whether a registered architecture can be an ensemble member (its cfg's ``backbone``)."""
     return entry.meta["cfg"].backbone
 
 

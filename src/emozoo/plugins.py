@@ -22,7 +22,7 @@ from typing import Any
 import pluggy
 
 from . import errors, hookspecs
-from ._models import ArchitectureCfg
+from ._models import ArchitectureCfg, is_backbone
 from ._registry import (
     ARCHITECTURES,
     DATASETS,
@@ -245,8 +245,6 @@ def _user_register(registry: Registry, name: str, factory: Callable | None, desc
     load_plugins()  # built-ins first, so a clash with one is reported now rather than later
 
     def add(f):
-        if registry is ARCHITECTURES:
-            meta["cfg"] = ArchitectureCfg.from_hook(name, USER_OWNER, True, **meta.pop("cfg_fields"))
         registry.add(name, f, owner=USER_OWNER, description=description, **meta)
         return f
 
@@ -267,7 +265,8 @@ def register_backbone(name: str, factory: Callable | None = None, *, description
     the backbone contract (see :class:`emozoo.BackboneBase`), or any module mapping images to logits.
     Further keyword arguments are :class:`emozoo.ArchitectureCfg` fields (``input=``, ``pretrained=``, ...).
     """
-    return _user_register(ARCHITECTURES, name, factory, description, cfg_fields=cfg)
+    return _user_register(ARCHITECTURES, name, factory, description,
+                          cfg=ArchitectureCfg.from_hook(name, USER_OWNER, True, **cfg))
 
 
 def register_fusion(name: str, factory: Callable | None = None, *, description: str | None = None):
@@ -283,7 +282,7 @@ def register_distill_loss(name: str, factory: Callable | None = None, *, descrip
 def list_backbones(pattern: str = "*") -> list[str]:
     """Names of the registered backbones (the architectures that can be EmoXNet members), fnmatch-filtered."""
     load_plugins()
-    return ARCHITECTURES.names(pattern, where=lambda e: e.meta["cfg"].backbone)
+    return ARCHITECTURES.names(pattern, where=is_backbone)
 
 
 def list_fusions(pattern: str = "*") -> list[str]:

@@ -17,7 +17,7 @@ LAYERS = [
     ("errors and hook specs", ["emozoo.errors", "emozoo.hookspecs", "emozoo._version"]),
     ("registries", ["emozoo._registry"]),
     ("config and safetensors I/O", ["emozoo._config", "emozoo._weights", "emozoo._checkpoint", "emozoo._profile",
-                                    "emozoo.metrics", "emozoo.data.labels"]),
+                                    "emozoo.metrics", "emozoo.calibration", "emozoo.data.labels"]),
     ("models", ["emozoo._backbone", "emozoo._models"]),
     ("models, fusions and losses", ["emozoo.builtins"]),
     ("plugin manager", ["emozoo.plugins"]),

@@ -19,6 +19,7 @@ from ._version import __version__
 from ._weights import load_weights, save_pretrained
 from .builtins.emoxnet import EmoXNet
 from .builtins.fusion import Fusion
+from .calibration import predict_proba
 from .data.transforms import face_transform
 from .errors import (
                      ConfigError,
@@ -52,7 +53,7 @@ from .plugins import (
 __all__ = [
     "__version__",
     # models: create, list, save, publish
-    "create", "list_models", "list_backbones", "list_fusions", "list_distill_losses", "list_datasets",
+    "create", "list_models", "predict_proba", "list_backbones", "list_fusions", "list_distill_losses", "list_datasets",
     "face_transform",
     "save_pretrained", "load_weights", "push_to_hub", "pull", "ModelConfig", "InputSpec", "FERPLUS_LABELS",
     "ArchitectureCfg", "PretrainedCfg", "EmoXNet", "Fusion", "BackboneBase", "TimmBackbone",

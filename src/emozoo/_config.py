@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ class ModelConfig:
     #: the plugin distribution that provides each non-builtin component, e.g.
     #: ``{"backbone squeezenet": "emozoo-extras"}`` (filled by :meth:`record_plugins`)
     requires: dict[str, str] = field(default_factory=dict)
+    #: probability calibration: ``{"temperature": T, ...}`` (with where T was fitted); scores are
+    #: ``softmax(logits / T)`` (:mod:`emozoo.calibration`); empty: ``T = 1``
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.architecture, str) or not self.architecture:
@@ -93,6 +97,10 @@ class ModelConfig:
         if not isinstance(self.model_args, dict):
             raise ConfigError(f"'model_args' must be an object of keyword arguments, got {self.model_args!r}")
         self.label_names = check_label_names(self.label_names)
+        t = self.calibration.get("temperature", 1.0) if isinstance(self.calibration, dict) else None
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ConfigError(f"'calibration' must be an object with a positive 'temperature', e.g. "
+                              f"{{\"temperature\": 1.5}}, got {self.calibration!r}")
         if isinstance(self.input, dict):
             self.input = _build(InputSpec, self.input, "input")
         elif not isinstance(self.input, InputSpec):

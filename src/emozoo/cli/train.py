@@ -14,7 +14,7 @@ from .output import echo_json
 
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
                  "target", "augment", "batch_augment", "holdout", "limit", "seed", "swa_epochs", "swa_lr", "mixup",
-                 "num_workers", "amp")
+                 "corrupt", "num_workers", "amp")
 
 
 def recipe_options(f):
@@ -43,11 +43,16 @@ def recipe_options(f):
         click.option("--mixup", type=float,
                      help="Blend each batch with a shuffled copy of itself, weight ~ Beta(A, A), targets alike; in "
                           "distill the teacher scores the blends (needs --teacher-online) [0: off]."),
+        click.option("--corrupt", type=float,
+                     help="Robustness: give each training image, with this probability, one random camera "
+                          "corruption (blur, JPEG, downscaling, noise, low light, occlusion); an online teacher sees "
+                          "the clean image (needs --batch-augment) [0: off]."),
         click.option("--num-workers", type=int),
         click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA."),
         click.option("--data", "data_spec", help="Data spec: ferplus, a path, or name:path (see emozoo.data)."),
         click.option("--split", help="Training split [Training]."),
-        click.option("--val-split", help="Validation split [PublicTest when the data has it]."),
+        click.option("--val-split", help="Validation split [holdout: the part of --split that --holdout keeps aside]; "
+                                          "test splits are refused."),
         click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."),
         click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out."),
         click.option("--json", "as_json", is_flag=True, help="Log one JSON object per epoch on stdout."),

@@ -165,6 +165,20 @@ def augment_batch(x: torch.Tensor, input_spec, strength: str = "default",
     return out
 
 
+def corrupt_batch(x: torch.Tensor, input_spec, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A normalised batch (as :func:`augment_batch` returns it) with, per image and with probability ``p``, one
+    random camera corruption (:func:`emozoo.data.corruptions.random_corrupt`) applied to its pixels."""
+    from .corruptions import random_corrupt
+
+    if p <= 0:
+        return x
+    _, _, mean, std = _read_spec(input_spec)
+    mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    pixels = (x * std_t + mean_t).clamp(0, 1)
+    return (random_corrupt(pixels, p, generator) - mean_t) / std_t
+
+
 def face_transform(model_or_config):
     """The callable that turns one face crop into ``model``'s input tensor ``(C, H, W)``.
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._detectors import Face, create_detector
+from ..calibration import probabilities
 from ..errors import ConfigError, DataError, WeightsError
 from .crop import crop_face
 from .results import FacePrediction, Prediction
@@ -93,7 +94,7 @@ class Predictor:
         """Label probabilities ``(N, num_classes)`` of N crops, ``batch_size`` crops per forward pass."""
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32)
-        out = [self.model(torch.stack(crops[i:i + self.batch_size]).to(self.device)).float().softmax(-1).cpu()
+        out = [probabilities(self.model, self.model(torch.stack(crops[i:i + self.batch_size]).to(self.device))).cpu()
                for i in range(0, len(crops), self.batch_size)]
         return torch.cat(out).numpy()
 

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from .. import errors
 from .._checkpoint import has_checkpoint, load_checkpoint, recover_checkpoint, save_checkpoint
+from ..data.transforms import corrupt_batch
 from .averaging import WeightAverage, update_batchnorm
 from .batches import Indexed, iter_batches, mix_batch, preload
 from .distributed import Dist, autocast, device_for
@@ -104,17 +105,21 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         bar = tqdm(iter_batches(data, recipe, per_rank, epoch, dist, device, cached), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not (progress and dist.main), leave=False,
                    dynamic_ncols=True)
+        corrupting = torch.Generator(device=device).manual_seed(recipe.seed * 100003 + epoch + 7)
         for x, target, idx in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             if recipe.mixup:
                 x, target = mix_batch(x, target, recipe.mixup, num_classes)
+            clean = x
+            if recipe.corrupt:  # the student sees the corrupted image, an online teacher the clean one
+                x = corrupt_batch(x, model.config.input, recipe.corrupt, corrupting)
             with autocast(device, recipe.amp):
                 logits = ddp(x).float()
             if distill_loss is not None:
                 if teacher is not None:
                     with torch.no_grad(), autocast(device, recipe.amp):
-                        taught = teacher(x).float()
+                        taught = teacher(clean).float()
                 else:
                     taught = teacher_logits[idx].to(device)
                 loss = distill_loss(logits, taught, target)

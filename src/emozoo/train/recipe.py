@@ -54,6 +54,11 @@ class Recipe:
     #: with ``lam ~ Beta(mixup, mixup)``, and its targets alike; in distillation the teacher scores the blended
     #: images ("function matching", Beyer et al. 2022), so it needs ``teacher_online``; 0 = off
     mixup: float = 0.0
+    #: robustness: the probability that a training image also gets one random camera corruption (blur, JPEG,
+    #: downscaling, noise, low light or contrast, an occluding band or patch: :data:`emozoo.data.corruptions.TRAINING`)
+    #: on top of ``augment``; with ``teacher_online`` the teacher sees the image before it ("clean teaching").
+    #: Needs ``batch_augment``; 0 = off
+    corrupt: float = 0.0
 
     def __post_init__(self):
         check_types(asdict(self), "recipe")
@@ -69,6 +74,8 @@ class Recipe:
             (self.swa_lr >= 0, "swa_lr must be 0 (keep the cosine schedule) or positive"),
             (self.swa_lr == 0 or self.swa_epochs > 0, "swa_lr needs swa_epochs (the epochs it is held over)"),
             (self.mixup >= 0, "mixup must be 0 (off) or a positive Beta parameter, e.g. 0.2"),
+            (0 <= self.corrupt <= 1, "corrupt must be a probability in [0, 1], e.g. 0.5"),
+            (not self.corrupt or self.batch_augment, "corrupt needs batch_augment (--batch-augment)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -19,7 +19,7 @@ from ..plugins import load_plugins
 from ..train import Recipe, check_mixup_teacher, device_for, fit, predict_logits
 from .member import init_from, train_transform_for
 from .saving import Log, hold_output, save_trained
-from .splits import default_val_split, open_split, train_indices
+from .splits import default_val_split, open_split, open_val, train_indices
 
 
 def teacher_outputs(teacher: nn.Module, data_spec: str, split: str, indices: list[int], cache: Path,
@@ -59,7 +59,7 @@ def _distill_model(teacher_spec, student, student_args, data_spec, split, val_sp
                    command, progress, init, grow) -> dict:
     log = log or (lambda e: None)
     out_dir = Path(out_dir)
-    val_split = default_val_split(split, val_split)
+    val_split = default_val_split(split, val_split, recipe.holdout)
     load_plugins()
     loss_entry = DISTILL_LOSSES.get(recipe.distill_loss or "kd_smooth")
     try:
@@ -86,7 +86,8 @@ def _distill_model(teacher_spec, student, student_args, data_spec, split, val_sp
     if init:
         init_from(model, init, grow)
     train_data.transform = train_transform_for(model.config.input, recipe)
-    val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), labels) if val_split else None)
+    val_set = (open_val(data_spec, split, val_split, recipe.holdout, eval_transform(model.config.input), labels)
+               if val_split else None)
     result = fit(model, Subset(train_data, indices), val_set, recipe, out_dir, resume=resume, log=log,
                  progress=progress, teacher_logits=logits, distill_loss=loss_fn,
                  teacher=teacher if recipe.teacher_online else None)

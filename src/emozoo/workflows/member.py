@@ -13,7 +13,7 @@ from .._weights import grow_state_dict, state_dict_mismatch
 from ..data import eval_transform, train_transform
 from ..train import Recipe, fit
 from .saving import Log, hold_output, save_trained
-from .splits import default_val_split, open_split, train_indices
+from .splits import default_val_split, open_split, open_val, train_indices
 
 
 def train_model(name: str | None, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
@@ -39,7 +39,7 @@ def _train_model(name, model_args, data_spec, split, val_split, recipe, out_dir,
     if not name and not init:
         raise errors.ConfigError("name the model to train (emozoo train resnet18 ...) or give --init WEIGHTS")
     check_model_name(name or init)  # before reading any data
-    val_split = default_val_split(split, val_split)
+    val_split = default_val_split(split, val_split, recipe.holdout)
     probe = open_split(data_spec, split, soft=recipe.target == "soft")
     torch.manual_seed(recipe.seed)
     if name:
@@ -53,8 +53,8 @@ def _train_model(name, model_args, data_spec, split, val_split, recipe, out_dir,
         model = create(init, pretrained=True, label_names=probe.label_names)
     probe.transform = train_transform_for(model.config.input, recipe)
     train_set = Subset(probe, train_indices(len(probe), recipe))
-    val_set = (open_split(data_spec, val_split, eval_transform(model.config.input), model.config.label_names)
-               if val_split else None)
+    val_set = (open_val(data_spec, split, val_split, recipe.holdout, eval_transform(model.config.input),
+                        model.config.label_names) if val_split else None)
     result = fit(model, train_set, val_set, recipe, out_dir, resume=resume, log=log, progress=progress)
     save_trained(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
     return result

@@ -12,11 +12,14 @@ from ..train import Dist, Recipe, lock_output
 Log = Callable[[dict], None]
 
 
-def metrics_summary(metrics: dict, data_spec: str, split: str, out_dir) -> dict:
-    """The ``metrics`` stored in ``config.json``: the split's scores and the command that reproduces them."""
-    keep = ("accuracy", "macro_f1", "ece", "n", "per_class_accuracy", "members")
+def metrics_summary(metrics: dict, data_spec: str, split: str, out_dir, *, train_split: str = "Training",
+                    holdout: float = 0.0) -> dict:
+    """The ``metrics`` stored in ``config.json``: the split's scores and the command that reproduces them
+    (``split == "holdout"``: the ``holdout`` fraction of ``train_split``, the validation split)."""
+    keep = ("accuracy", "macro_f1", "ece", "nll", "n", "per_class_accuracy", "members")
+    where = f"--split {train_split} --holdout {holdout:g}" if split == "holdout" else f"--split {split}"
     return {split: {k: metrics[k] for k in keep if k in metrics},
-            "command": f"emozoo eval {out_dir} --data {data_spec} --split {split}"}
+            "command": f"emozoo eval {out_dir} --data {data_spec} {where}"}
 
 
 def save_trained(model, out_dir, data_spec, split, val_split, recipe: Recipe, command, result, log):
@@ -26,7 +29,8 @@ def save_trained(model, out_dir, data_spec, split, val_split, recipe: Recipe, co
     metrics = result["metrics"]
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({split})",
                     recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"]},
-                    metrics=metrics_summary(metrics, data_spec, val_split, out_dir) if val_split and metrics else {})
+                    metrics=metrics_summary(metrics, data_spec, val_split, out_dir, train_split=split,
+                                            holdout=recipe.holdout) if val_split and metrics else {})
     log({"event": "done", "out": str(out_dir), "accuracy": metrics.get("accuracy"),  # None: no validation split
          "steps": result["steps"]})
 

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Subset
 
 from .. import errors
-from ..data import FER2013_SPLITS, open_dataset
+from ..data import open_dataset
 from ..train import Recipe, holdout_split
 
 
@@ -29,11 +29,37 @@ def open_holdout(spec: str, split: str, fraction: float, transform=None, label_n
 
 
 
-def default_val_split(train_split: str, val_split: str | None) -> str | None:
-    """The split to validate on: ``val_split`` as given (``"none"``: none), else PublicTest after a FER2013 split."""
+#: the validation split: the part of the training split that a run's ``--holdout`` kept aside. Every choice (epochs,
+#: members, fusion, temperature, thresholds) is made on it; it is the same faces for every run with that fraction
+#: (:func:`emozoo.train.holdout_split`, seed 20210630)
+HOLDOUT = "holdout"
+#: splits that are scored once per shipped model and never chosen on (README: "Selection protocol")
+TEST_SPLITS = frozenset({"PublicTest", "PrivateTest", "test"})
+
+
+def check_not_test(split: str | None, what: str) -> None:
+    """Refuse to ``what`` (search, fit, validate) on a test split: those are scored once, never chosen on."""
+    if split in TEST_SPLITS:
+        raise errors.ConfigError(f"{what} refuses {split}: test splits are scored once per shipped model, never chosen "
+                                 "on; use the validation split, the Training holdout (e.g. --holdout 0.05)")
+
+
+def default_val_split(train_split: str, val_split: str | None, holdout: float = 0.0) -> str | None:
+    """The split a training run validates on: ``val_split`` as given (``"none"``: none; a test split is refused),
+    else the training split's holdout when the run keeps one, else none."""
     if val_split:
+        check_not_test(val_split, "--val-split")
         return None if val_split == "none" else val_split
-    return "PublicTest" if train_split in FER2013_SPLITS and train_split != "PublicTest" else None
+    return HOLDOUT if holdout > 0 else None
+
+
+def open_val(spec: str, train_split: str, val_split: str, holdout: float, transform=None, label_names=None):
+    """The validation data of a run: the holdout of ``train_split`` (``val_split == "holdout"``) or a named split."""
+    if val_split == HOLDOUT:
+        if not holdout:
+            raise errors.ConfigError("--val-split holdout needs --holdout, the fraction of the training split kept aside")
+        return open_holdout(spec, train_split, holdout, transform, label_names)
+    return open_split(spec, val_split, transform, label_names)
 
 
 def train_indices(n: int, recipe: Recipe) -> list[int]:

@@ -251,7 +251,8 @@ def test_cli_json_csv_and_annotate(cli, files, tmp_path):
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
     assert [len(r["faces"]) for r in records] == [1, 0]
-    assert set(records[0]["faces"][0]) == {"box", "confidence", "label", "scores", "track"}
+    assert set(records[0]["faces"][0]) == {"box", "confidence", "label", "scores", "track", "margin", "uncertain",
+                                           "members", "agreement"}
     rows = list(csv.DictReader((tmp_path / "faces.csv").open()))
     assert len(rows) == 2 and rows[0]["label"] == records[0]["faces"][0]["label"] and rows[1]["face"] == ""
     drawn = cv2.imread(str(tmp_path / "drawn" / "cmyk.jpg"))

@@ -34,7 +34,8 @@ class EmoXNet(nn.Module):
     """An ensemble of architecturally different members whose outputs a fusion module combines.
 
     ``forward(x)`` returns fused logits ``(B, num_classes)``; :meth:`forward_members` also returns
-    each member's logits and features (used to fit learned fusions and by ``emozoo eval``).
+    each member's logits and features (used to fit learned fusions and by ``emozoo eval``), and
+    :meth:`forward_with_members` the fused logits with the members' (what ``predict`` reports per member).
 
     With ``flip=True`` every member also sees the mirrored image and its logits and features are the
     mean of both views (test-time flip: twice the MACs, one member call on a doubled batch).
@@ -59,9 +60,14 @@ class EmoXNet(nn.Module):
         logits = torch.stack([(z[:n] + z[n:]) / 2 for z, _ in outputs])
         return logits, [(f[:n] + f[n:]) / 2 for _, f in outputs]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_with_members(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused logits ``(B, num_classes)`` and each member's logits ``(M, B, num_classes)`` from one pass: the
+        members' outputs are those the fusion combined (with ``flip``, each the mean over the face and its mirror)."""
         logits, features = self.forward_members(x)
-        return self.fusion(logits, features)
+        return self.fusion(logits, features), logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_members(x)[0]
 
 
 def emoxnet(num_classes: int = 8, in_chans: int = 1, members: Sequence[Any] = DEFAULT_MEMBERS,

@@ -36,22 +36,28 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
               help="Read webcam INDEX; with a display, show the overlay (q or Esc quits; Ctrl-C stops).")
 @click.option("--min-face", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Ignore faces narrower or shorter than this many pixels.")
+@click.option("--min-confidence", default=0.0, show_default=True, metavar="P",
+              help="Label a face 'uncertain' when its top calibrated probability is below P, in [0, 1) "
+                   "(benchmarks/results/coverage.md shows the accuracy and coverage of each P).")
 @click.option("--device", default=None, help="torch device for the model (default: cpu).")
 @click.option("--flip/--no-flip", default=None,
               help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
                    "[default: as published].")
 @click.pass_context
 def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, annotate_dir, every, smooth, camera,
-                min_face, device, flip):
+                min_face, min_confidence, device, flip):
     """Find the faces in PATHS (images, videos, directories, glob patterns) and classify their expressions.
 
-    Prints one line per face, or writes --json / --csv with every label's score. An input that
-    cannot be read is reported on one line and the others go on; the exit status is 1 if any failed.
+    Prints one line per face, or writes --json / --csv with every label's calibrated score, the margin
+    between the top two, whether the face is uncertain (--min-confidence) and, for an ensemble, each
+    member's top label and the members' agreement. An input that cannot be read is reported on one
+    line and the others go on; the exit status is 1 if any failed.
     """
     from tqdm import tqdm
 
     from .._builder import create
     from ..inference import CAMERA_PREFIX, Predictor, resolve_device
+    from ..inference.engine import check_min_confidence
 
     if camera is not None and paths:
         raise click.UsageError("give PATH... or --camera INDEX, not both")
@@ -60,19 +66,21 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
     if as_json and csv_path == "-":
         raise click.UsageError("--json and --csv - both write to standard output: give --csv a FILE")
     device = resolve_device(device)  # before any work: a device this machine lacks is a one-line error
+    min_confidence = check_min_confidence(min_confidence)
     csv_file = _open_output(csv_path) if csv_path else None
     annotator = None
     try:
         annotator = _Annotator(annotate_dir, every) if annotate_dir else None
         window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
         model = create(model, pretrained=True, flip=flip)
-        predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
+        predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device,
+                              min_confidence=min_confidence)
     except BaseException:
         if csv_file not in (None, sys.stdout):
             csv_file.close()
         raise
     inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else _expand(paths)
-    rows = _CsvWriter(csv_file, predictor.labels) if csv_file else None
+    rows = _CsvWriter(csv_file, predictor.labels, predictor.member_names) if csv_file else None
     records, failed, faces = [], 0, 0
     try:
         for pred in predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window)):
@@ -130,8 +138,18 @@ def _lines(pred) -> list[str]:
     where = pred.source if pred.frame is None else f"{pred.source} frame {pred.frame}"
     if not pred.faces:
         return [f"{where}: no face"]
-    return [f"{where}: face {i + 1} at ({', '.join(f'{v:.0f}' for v in f.box)}): {f.label} {f.scores[f.label]:.2f} "
-            f"(detector {f.confidence:.2f})" for i, f in enumerate(pred.faces)]
+    return [f"{where}: face {i + 1} at ({', '.join(f'{v:.0f}' for v in f.box)}): {_verdict(f)}"
+            for i, f in enumerate(pred.faces)]
+
+
+def _verdict(face) -> str:
+    """``happiness 0.91 (margin 0.85, 5/5 members agree, detector 0.99)``; ``uncertain (happiness 0.41) (...)``."""
+    top = face.top_label
+    text = f"uncertain ({top} {face.scores[top]:.2f})" if face.uncertain else f"{face.label} {face.scores[top]:.2f}"
+    notes = [f"margin {face.margin:.2f}"]
+    if face.members is not None:
+        notes.append(f"{sum(m['label'] == top for m in face.members)}/{len(face.members)} members agree")
+    return f"{text} ({', '.join(notes + [f'detector {face.confidence:.2f}'])})"
 
 
 def _open_output(path: str):
@@ -151,23 +169,27 @@ def _open_output(path: str):
 
 
 class _CsvWriter:
-    """One row per face (or one row for an image without a face, or with an error), flushed as it goes."""
+    """One row per face (or one row for an image without a face, or with an error), flushed as it goes: the box,
+    label and every label's score, then ``margin``, ``uncertain`` (0/1), ``agreement`` and, for an ensemble, a
+    ``member:i:backbone`` column per member holding its top label."""
 
-    def __init__(self, file, labels):
-        self.labels = list(labels)
+    def __init__(self, file, labels, member_names=None):
+        self.labels, self.members = list(labels), list(member_names or [])
         self.file = file
         self.csv = csv.writer(self.file)
         self.csv.writerow(["source", "frame", "time", "face", "track", "x0", "y0", "x1", "y1", "confidence", "label",
-                           *self.labels, "error"])
+                           *self.labels, "margin", "uncertain", "agreement", *(f"member:{n}" for n in self.members),
+                           "error"])
         self.file.flush()
 
     def write(self, pred) -> None:
         head = [pred.source, _blank(pred.frame), _blank(pred.time, "{:.3f}")]
         if not pred.faces:
-            self.csv.writerow(head + [""] * (8 + len(self.labels)) + [pred.error or ""])
+            self.csv.writerow(head + [""] * (11 + len(self.labels) + len(self.members)) + [pred.error or ""])
         for i, f in enumerate(pred.faces):
             self.csv.writerow(head + [i, _blank(f.track), *(f"{v:.1f}" for v in f.box), f"{f.confidence:.4f}", f.label,
-                                     *(f"{f.scores[n]:.4f}" for n in self.labels), ""])
+                                     *(f"{f.scores[n]:.4f}" for n in self.labels), f"{f.margin:.4f}", int(f.uncertain),
+                                     _blank(f.agreement, "{:.4f}"), *(m["label"] for m in f.members or []), ""])
         self.file.flush()
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from .._detectors import Face, create_detector
 from ..calibration import probabilities
 from ..errors import ConfigError, DataError, WeightsError
 from .crop import crop_face
-from .results import FacePrediction, Prediction
+from .results import UNCERTAIN, FacePrediction, Prediction
 from .sources import CAMERA_PREFIX, expand_inputs, iter_frames, progress_bar
 from .tracking import Tracker
 
@@ -23,16 +23,19 @@ class Predictor:
     ``detect(image)`` finds the faces of one RGB image, ``crops(image, faces)`` prepares them as the
     model's inputs, ``classify(crops)`` returns their label probabilities in batches, and calling it
     on inputs yields :class:`Prediction` objects. Build it once to run it on many inputs.
+
+    A face whose top probability is below ``min_confidence`` (in [0, 1); 0: never) is labelled ``"uncertain"``.
     """
 
     def __init__(self, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *, batch_size: int = 32,
-                 min_face: float = 0, device: str | torch.device | None = None):
+                 min_face: float = 0, device: str | torch.device | None = None, min_confidence: float = 0.0):
         from .._builder import create
         from .._config import ModelConfig
         from ..data.transforms import face_transform
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.min_confidence = check_min_confidence(min_confidence)
         device = resolve_device(device)
         self.detector = create_detector(detector)
         self.detector_name = _detector_name(detector)
@@ -48,6 +51,11 @@ class Predictor:
         self.to_input = face_transform(self.model)
         self.model_name = _model_name(self.model)
         self.device = next(self.model.parameters()).device
+        #: an ensemble's members as ``"i:backbone"`` (its per-face ``members``), None for other models
+        self.member_names = None
+        names = getattr(self.model, "member_names", None)
+        if names and callable(getattr(self.model, "forward_with_members", None)):
+            self.member_names = [f"{i}:{n}" for i, n in enumerate(names)]
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """The detector's faces in an RGB uint8 image, less those smaller than ``min_face``.
@@ -89,14 +97,26 @@ class Predictor:
         return [self.to_input(_grey_if_equal(crop_face(image, f.box, self.spec.crop_margin, aspect), self.spec.in_chans))
                 for f in faces]
 
-    @torch.inference_mode()
     def classify(self, crops: list[torch.Tensor]) -> np.ndarray:
-        """Label probabilities ``(N, num_classes)`` of N crops, ``batch_size`` crops per forward pass."""
-        if not crops:
-            return np.zeros((0, len(self.labels)), np.float32)
-        out = [probabilities(self.model, self.model(torch.stack(crops[i:i + self.batch_size]).to(self.device))).cpu()
-               for i in range(0, len(crops), self.batch_size)]
-        return torch.cat(out).numpy()
+        """Calibrated label probabilities ``(N, num_classes)`` of N crops, ``batch_size`` crops per forward pass."""
+        return self.classify_members(crops)[0]
+
+    @torch.inference_mode()
+    def classify_members(self, crops: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`classify` and, for an ensemble, each member's top label index ``(N, M)`` from the same forward
+        passes (the members' outputs the fusion combined); None for a model that is not an ensemble."""
+        probs, tops = [np.zeros((0, len(self.labels)), np.float32)], []
+        for i in range(0, len(crops), self.batch_size):
+            x = torch.stack(crops[i:i + self.batch_size]).to(self.device)
+            if self.member_names is None:
+                logits = self.model(x)
+            else:
+                logits, members = self.model.forward_with_members(x)
+                tops.append(members.argmax(-1).T.cpu().numpy())
+            probs.append(probabilities(self.model, logits).cpu().numpy())
+        if self.member_names is None:
+            return np.concatenate(probs), None
+        return np.concatenate(probs), np.concatenate(tops) if tops else np.zeros((0, len(self.member_names)), np.int64)
 
     def __call__(self, inputs: Any, *, every: int = 1, smooth: float = 0.0, keep_images: bool = False,
                  progress: bool | None = None) -> Iterator[Prediction]:
@@ -136,20 +156,49 @@ class Predictor:
 
     def _finish(self, pending, crops, tracker) -> Iterator[Prediction]:
         """Classify the crops of the pending predictions, fill in their faces and yield them."""
-        probs = self.classify(crops)
+        probs, member_tops = self.classify_members(crops)
         k = 0
         for pred, faces in pending:
-            found, k = probs[k:k + len(faces)], k + len(faces)
+            found, tops, k = probs[k:k + len(faces)], _rows(member_tops, k, len(faces)), k + len(faces)
             if not np.isfinite(found).all():
                 pred.error = (f"{pred.source}: the model {self.model_name} gave non-finite scores (NaN or infinity) "
                               "for this input; check its weights and config.input mean/std")
                 faces, found = [], found[:0]
             tracked = tracker.update(pred, faces, found) if pred.frame is not None else [(p, None) for p in found]
-            pred.faces = [FacePrediction(f.box, f.score, dict(zip(self.labels, map(float, p))),
-                                         self.labels[int(np.argmax(p))], track) for f, (p, track) in zip(faces, tracked)]
+            pred.faces = [self._face(f, p, track, tops[j] if tops is not None else None)
+                          for j, (f, (p, track)) in enumerate(zip(faces, tracked))]
             yield pred
         pending.clear()
         crops.clear()
+
+    def _face(self, face: Face, p: np.ndarray, track: int | None, tops: np.ndarray | None) -> FacePrediction:
+        """One face's prediction from its (smoothed) probabilities ``p`` and its members' top label indices."""
+        top = int(np.argmax(p))
+        second = float(np.delete(p, top).max()) if len(p) > 1 else 0.0
+        uncertain = float(p[top]) < self.min_confidence  # as the reported score (float32 would round P)
+        members = agreement = None
+        if tops is not None:
+            members = [{"name": n, "label": self.labels[int(t)]} for n, t in zip(self.member_names, tops)]
+            agreement = float(np.mean(tops == top))
+        return FacePrediction(face.box, face.score, dict(zip(self.labels, map(float, p))),
+                              UNCERTAIN if uncertain else self.labels[top], track, margin=float(p[top]) - second,
+                              uncertain=uncertain, members=members, agreement=agreement)
+
+
+def check_min_confidence(value: Any) -> float:
+    """``min_confidence`` (CLI ``--min-confidence``) as a float in [0, 1), else a one-line :class:`emozoo.ConfigError`."""
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        p = float("nan")
+    if not 0 <= p < 1:
+        raise ConfigError(f"min_confidence (--min-confidence) must be in [0, 1): a face whose top probability is "
+                          f"below it is labelled uncertain (0: never); got {value!r}")
+    return p
+
+
+def _rows(array: np.ndarray | None, start: int, n: int) -> np.ndarray | None:
+    return None if array is None else array[start:start + n]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -234,17 +283,18 @@ def _grey_if_equal(image: np.ndarray, in_chans: int) -> np.ndarray:
 def iter_predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *,
                  batch_size: int = 32, every: int = 1, smooth: float = 0.0, min_face: float = 0,
                  device: str | torch.device | None = None, keep_images: bool = False,
-                 progress: bool | None = None) -> Iterator[Prediction]:
+                 progress: bool | None = None, min_confidence: float = 0.0) -> Iterator[Prediction]:
     """Like :func:`predict`, but yields each :class:`Prediction` as soon as its faces are classified,
     in input order: for long videos and for cameras (``"camera:0"``), which never end."""
-    predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device)
+    predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device,
+                          min_confidence=min_confidence)
     return predictor(inputs, every=every, smooth=smooth, keep_images=keep_images, progress=progress)
 
 
 def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *,
             batch_size: int = 32, every: int = 1, smooth: float = 0.0, min_face: float = 0,
             device: str | torch.device | None = None, keep_images: bool = False,
-            progress: bool | None = None) -> list[Prediction]:
+            progress: bool | None = None, min_confidence: float = 0.0) -> list[Prediction]:
     """The expression of every face in ``inputs``: one :class:`Prediction` per image or video frame.
 
     - ``inputs``: an image or video path, a directory (searched recursively), a glob pattern
@@ -262,13 +312,18 @@ def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any =
     - ``every``: in videos, classify every N-th frame; ``smooth``: in videos, weight in [0, 1) of the
       previous frames in an exponential moving average of each tracked face's scores.
     - ``min_face``: ignore faces narrower or shorter than this many pixels.
+    - ``min_confidence``: in [0, 1); a face whose top probability is below it gets the label ``"uncertain"``
+      (its scores are still all there; ``benchmarks/coverage.py`` shows what each threshold keeps and gains).
 
     A model whose weights or input mean/std hold NaN or infinity is refused (``WeightsError`` /
     ``ConfigError``); a face whose scores come out non-finite makes its input's ``error``.
     An input that cannot be read (missing, empty, truncated, not an image, too large) gives a
     :class:`Prediction` whose ``error`` says why; the others are unaffected. An image without a
     face has an empty ``faces`` list. Each face has ``box``, ``confidence``, ``scores`` (every
-    label's probability) and ``label``; ``as_dict()`` gives plain JSON-ready data.
+    label's probability, calibrated by the model's stored temperature), ``label``, ``margin`` (top probability
+    minus the second), ``uncertain``, and for an ensemble ``members`` (each member's top label) and ``agreement``
+    (the fraction of members whose top label is the ensemble's); ``as_dict()`` gives plain JSON-ready data.
     """
     return list(iter_predict(inputs, model, detector, batch_size=batch_size, every=every, smooth=smooth,
-                             min_face=min_face, device=device, keep_images=keep_images, progress=progress))
+                             min_face=min_face, device=device, keep_images=keep_images, progress=progress,
+                             min_confidence=min_confidence))

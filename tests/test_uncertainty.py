@@ -160,13 +160,16 @@ def test_cli_json_and_csv_label_uncertain_faces(cli, saved, tmp_path):
 
 
 def test_cli_csv_and_text_carry_each_member_and_the_agreement(cli, saved, tmp_path):
-    out = tmp_path / "members.csv"
-    result = cli("predict", *saved["faces"], "--detector", "full", "--model", saved["ensemble"], "--csv", out)
-    assert result.exit_code == 0, result.output
+    out, empty = tmp_path / "members.csv", tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    result = cli("predict", *saved["faces"], empty, "--detector", "full", "--model", saved["ensemble"], "--csv", out)
+    assert result.exit_code == 1, result.output  # the empty file failed; the faces did not
     assert "surprise 0." in result.stdout and "2/3 members agree" in result.stdout
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0])[-5:] == ["agreement", "member:0:resnet10", "member:1:mini_xception", "member:2:resnet10",
                                   "error"]
+    failed = rows.pop()  # a row without a face keeps every column in place
+    assert failed["error"] and failed["member:2:resnet10"] == "" and failed["label"] == "" and None not in failed
     for row in rows:
         assert row["label"] == "surprise" and row["uncertain"] == "0" and row["agreement"] == "0.6667"
         assert (row["member:0:resnet10"], row["member:1:mini_xception"], row["member:2:resnet10"]) == \

@@ -119,6 +119,8 @@ def test_calibrate_stores_the_temperature_and_eval_reports_before_and_after(cli,
     cal = stored["calibration"]
     assert cal["temperature"] == report["temperature"] > 0 and cal["n"] == 64 and cal["split"] == "Training"
     assert cal["holdout"] == 0.2 and cal["nll_after"] <= cal["nll_before"] + 1e-9 and "emozoo calibrate" in cal["command"]
+    assert report["before"]["nll"] == cal["nll_before"] and report["after"]["ece"] == cal["ece_after"]
+    assert report["after"]["brier"] != report["before"]["brier"] and "vote_ce" not in report["after"]  # FER2013: no votes
     # the weights are the source's, byte for byte
     assert report["weights_unchanged"] and stored["weights_sha256"] == json.loads((tiny / "config.json").read_text())[
         "weights_sha256"]
@@ -126,7 +128,8 @@ def test_calibrate_stores_the_temperature_and_eval_reports_before_and_after(cli,
     # another model already in --out is refused; the same folder in place is not
     again = cli("calibrate", tiny, "--data", fer_csv, "--holdout", 0.2, "--out", out)
     assert again.exit_code != 0 and "--force" in again.output
-    assert cli("calibrate", out, "--data", fer_csv, "--holdout", 0.2, "--out", out).exit_code == 0
+    in_place = cli("calibrate", out, "--data", fer_csv, "--holdout", 0.2, "--out", out)
+    assert in_place.exit_code == 0 and "Brier" in in_place.output and f"saved: {out}" in in_place.output
 
     plot = tmp_path / "cm.png"
     after = json.loads(cli("eval", out, "--data", fer_csv, "--split", "PublicTest", "--json", "--plot", plot).output)
@@ -169,6 +172,8 @@ def test_eval_on_ferplus_reports_the_cross_entropy_against_the_votes(tiny, tmp_p
     assert result["n"] == 10 and "vote_ce" in result and "vote_ce" in result["before"]
     assert result["vote_ce"] != pytest.approx(result["before"]["vote_ce"])
     assert open_votes(str(tmp_path / "fer2013.csv"), "Training") is None  # FER2013 alone has no votes
+    report = emozoo.workflows.calibrate_model(str(tiny), spec, tmp_path / "fit", holdout=0.25, progress=False)
+    assert report["n"] == 10 and report["after"]["vote_ce"] != pytest.approx(report["before"]["vote_ce"])
 
 
 def test_probabilities_default_to_the_raw_softmax():

@@ -392,8 +392,8 @@ def calibrate_cmd(model, data_spec, split, holdout, out_dir, batch_size, force, 
         return
     click.echo(f"{model}: temperature {result['temperature']:.4f}, fitted on {data_spec} {split} holdout "
                f"{holdout:g} ({result['n']} faces)")
-    click.echo(f"NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}, "
-               f"ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f} (on the faces it was fitted on)")
+    click.echo(f"on those faces (accuracy {result['accuracy']:.4f}):")
+    click.echo(format_calibration({"temperature": result["temperature"], "before": result["before"], **result["after"]}))
     click.echo(f"saved: {result['out']}" + ("" if result["weights_unchanged"] else " (weights re-encoded)"))
 
 

@@ -13,7 +13,7 @@ from ..calibration import fit_temperature
 from ..data import eval_transform
 from ..metrics import calibration_metrics
 from ..train import predict_logits
-from .splits import check_not_test, open_holdout, open_split
+from .splits import check_not_test, open_holdout, open_split, open_votes
 
 
 def calibrate_model(model: str | nn.Module, data_spec: str, out_dir: str | Path, *, split: str = "Training",
@@ -29,7 +29,8 @@ def calibrate_model(model: str | nn.Module, data_spec: str, out_dir: str | Path,
     EmoXNet are the fused ones: the temperature applies after the fusion. The weights are not changed: they are
     written in float16 when that loses nothing (as published weights are stored), so ``weights_sha256`` is the
     source's. ``out_dir`` may be the model's own folder (calibrated in place); another folder that already holds
-    a model is an error unless ``overwrite``. Returns the stored calibration with ``out`` and ``weights_unchanged``.
+    a model is an error unless ``overwrite``. Returns the stored calibration with ``out``, ``weights_unchanged``,
+    ``accuracy`` and the :func:`emozoo.metrics.calibration_metrics` ``before`` (T = 1) and ``after`` on those faces.
     """
     check_not_test(split, "emozoo calibrate")
     if not holdout and split == "Training":
@@ -50,14 +51,18 @@ def calibrate_model(model: str | nn.Module, data_spec: str, out_dir: str | Path,
             else open_split(data_spec, split, transform, labels))
     logits, targets = predict_logits(model, data, batch_size, progress=progress, desc="calibrate")
     t = fit_temperature(logits, targets)
-    before, after = calibration_metrics(logits.softmax(1), targets), calibration_metrics((logits / t).softmax(1), targets)
+    votes = open_votes(data_spec, split, holdout, labels)
+    votes = votes if votes is not None and len(votes) == len(targets) else None
+    before = calibration_metrics(logits.softmax(1), targets, votes=votes)
+    after = calibration_metrics((logits / t).softmax(1), targets, votes=votes)
     calibration = {"temperature": t, "data": data_spec, "split": split, "holdout": holdout or None, "n": len(targets),
                    "nll_before": before["nll"], "nll_after": after["nll"], "ece_before": before["ece"],
                    "ece_after": after["ece"], "command": command}
     old_sha = model.config.weights_sha256
     model.config.calibration = calibration
     save_pretrained(model, out_dir, dtype=torch.float16 if _half_is_lossless(model) else None)
-    return {"model": name, "out": str(out_dir), **calibration,
+    return {"model": name, "out": str(out_dir), **calibration, "accuracy": (logits.argmax(1) == targets).float().mean().item(),
+            "before": before, "after": after,
             "weights_unchanged": old_sha is not None and model.config.weights_sha256 == old_sha}
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import emozoo
+import emozoo.workflows
 from emozoo.calibration import fit_temperature, probabilities
 from emozoo.data.labels import FERPLUS_VOTE_COLUMNS
 from emozoo.errors import ConfigError
@@ -180,3 +181,14 @@ def test_probabilities_default_to_the_raw_softmax():
     logits = torch.randn(3, 8)
     config = emozoo.ModelConfig(architecture="resnet10")
     assert torch.allclose(probabilities(config, logits), logits.softmax(1))
+
+
+def test_calibrate_saves_a_module_given_without_its_folder(fer_csv, tmp_path):
+    torch.manual_seed(1)
+    module = emozoo.create("resnet10", width=0.25)
+    assert module.weights_dir is None
+    report = emozoo.workflows.calibrate_model(module, str(fer_csv), tmp_path / "m", holdout=0.2, progress=False)
+    loaded = emozoo.create(tmp_path / "m", pretrained=True)
+    assert loaded.config.calibration["temperature"] == report["temperature"] and not report["weights_unchanged"]
+    assert loaded.weights_dir == tmp_path / "m"
+    assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), loaded.state_dict().values()))

@@ -110,8 +110,8 @@ def plot_confusion(confusion: Sequence[Sequence[int]], label_names: Sequence[str
 
 def plot_reliability(curves: dict[str, Sequence[dict]], path: str, title: str = "") -> None:
     """Save a reliability diagram as a PNG: for each named :func:`reliability` table (e.g. ``{"before (T=1)":
-    ..., "after (T=1.6)": ...}``) a panel of per-bin accuracy against confidence, the gap to the diagonal
-    shaded; needs matplotlib (``pip install emozoo[plot]``)."""
+    ..., "after (T=1.6)": ...}``) a panel of per-bin accuracy against confidence, the gap to the bin's mean
+    confidence hatched and the bin's face count at its foot; needs matplotlib (``pip install emozoo[plot]``)."""
     try:
         import matplotlib
 
@@ -128,8 +128,11 @@ def plot_reliability(curves: dict[str, Sequence[dict]], path: str, title: str = 
         mids = [(r["lo"] + r["hi"]) / 2 for r in rows]
         widths = [r["hi"] - r["lo"] for r in rows]
         ax.bar(mids, [r["accuracy"] for r in rows], width=widths, edgecolor="black", color="tab:blue", label="accuracy")
-        ax.bar(mids, [r["confidence"] - r["accuracy"] for r in rows], bottom=[r["accuracy"] for r in rows],
-               width=widths, edgecolor="tab:red", color="tab:red", alpha=0.3, label="gap")
+        ax.bar(mids, [abs(r["confidence"] - r["accuracy"]) for r in rows],
+               bottom=[min(r["confidence"], r["accuracy"]) for r in rows], width=widths, fill=False, hatch="///",
+               edgecolor="tab:red", label="gap to mean confidence")
+        for m, r in zip(mids, rows):
+            ax.text(m, 0.01, str(r["count"]), ha="center", va="bottom", fontsize=6, rotation=90)
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

@@ -192,3 +192,8 @@ def test_calibrate_saves_a_module_given_without_its_folder(fer_csv, tmp_path):
     assert loaded.config.calibration["temperature"] == report["temperature"] and not report["weights_unchanged"]
     assert loaded.weights_dir == tmp_path / "m"
     assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_info_says_what_the_scores_are(cli, tiny, tmp_path):
+    assert "raw softmax (no temperature fitted" in cli("info", tiny).output
+    assert "softmax(logits / T), T = 2.5" in cli("info", with_temperature(tiny, tmp_path / "cal", 2.5)).output

@@ -178,7 +178,7 @@ def test_the_public_surface_is_complete_and_documented():
     wanted = {"create", "list_models", "list_backbones", "list_fusions", "list_distill_losses", "list_detectors",
               "list_datasets", "Fusion", "BackboneBase", "ArchitectureCfg", "PretrainedCfg", "push_to_hub", "pull",
               "save_pretrained", "face_transform", "register_backbone", "register_fusion", "register_distill_loss",
-              "register_face_detector"}
+              "register_face_detector", "predict_proba"}
     assert wanted <= set(emozoo.__all__)
     undocumented = [name for name in emozoo.__all__ if (inspect.isfunction(obj := getattr(emozoo, name))
                                                         or inspect.isclass(obj)) and not inspect.getdoc(obj)]

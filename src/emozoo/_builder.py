@@ -166,6 +166,8 @@ def create(name: str | os.PathLike, pretrained: bool = False, *, num_classes: in
             _load_except_head(model, config, state, weights_dir, name)
     model.config = config
     model.weights_origin = origin if pretrained else None
+    #: the folder whose model.safetensors the model holds unchanged (None: random or re-headed weights)
+    model.weights_dir = weights_dir if pretrained and new_labels is None else None
     return model
 
 

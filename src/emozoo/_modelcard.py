@@ -133,7 +133,8 @@ def _usage_section(config: ModelConfig, repo_id: str) -> str:
     return (f"```python\n# {install}    # then `emozoo pull {repo_id}` caches it for offline use\n"
             "import torch\nimport emozoo\n\n" + load
             + "to_input = emozoo.face_transform(model)   # PIL image or uint8 array of a face crop -> tensor\n"
-            "with torch.no_grad():\n    probs = model(torch.stack([to_input(face) for face in faces])).softmax(-1)\n"
+            "# calibrated: softmax(logits / T), T the temperature in config.json (emozoo calibrate)\n"
+            "probs = emozoo.predict_proba(model, torch.stack([to_input(face) for face in faces]))\n"
             "labels = [model.config.label_names[i] for i in probs.argmax(-1)]\n```")
 
 

@@ -236,6 +236,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, int8: bool = False, data_
         ref = torch.cat([model(x) for x in inputs]).float()
     got = torch.cat([runner(x) for x in inputs])
     report.max_abs_logit = (got - ref).abs().max().item()
+    # the raw softmax of both backends (T = 1): this compares the exported graph with PyTorch, and a fitted
+    # temperature, applied to both alike outside the graph (emozoo.calibration), would change neither's argmax
     report.max_abs_prob = (got.softmax(1) - ref.softmax(1)).abs().max().item()
     report.top1_agreement = (got.argmax(1) == ref.argmax(1)).float().mean().item()
     if int8 and strict and report.top1_agreement < INT8_MIN_AGREEMENT:

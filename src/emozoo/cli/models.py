@@ -59,7 +59,16 @@ def info_cmd(name, as_json):
             lines.append(f"{split + ':':<15}accuracy {m['accuracy']:.4f}{extra} ({m.get('n', '?')} images)")
     if data["metrics"].get("command"):
         lines.append(f"measured with: {data['metrics']['command']}")
+    lines.append(scores_line(data.get("calibration") or {}))
     click.echo("\n".join(lines))
+
+
+def scores_line(calibration: dict) -> str:
+    """What the model's scores are: ``softmax(logits / T)`` with its fitted temperature, or the raw softmax."""
+    if "temperature" not in calibration:
+        return "scores:        raw softmax (no temperature fitted; emozoo calibrate fits one)"
+    where = " ".join(f"--{k} {calibration[k]}" for k in ("data", "split", "holdout") if calibration.get(k))
+    return f"scores:        softmax(logits / T), T = {calibration['temperature']:.4g}" + (f" (fitted: {where})" if where else "")
 
 
 COMMANDS = (models_group, info_cmd)

@@ -320,9 +320,10 @@ def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any =
     An input that cannot be read (missing, empty, truncated, not an image, too large) gives a
     :class:`Prediction` whose ``error`` says why; the others are unaffected. An image without a
     face has an empty ``faces`` list. Each face has ``box``, ``confidence``, ``scores`` (every
-    label's probability, calibrated by the model's stored temperature), ``label``, ``margin`` (top probability
-    minus the second), ``uncertain``, and for an ensemble ``members`` (each member's top label) and ``agreement``
-    (the fraction of members whose top label is the ensemble's); ``as_dict()`` gives plain JSON-ready data.
+    label's calibrated probability, ``softmax(logits / T)`` with the temperature ``emozoo calibrate`` stored in
+    the model's config, the raw softmax when none was fitted), ``label``, ``margin`` (top probability minus the
+    second), ``uncertain``, and for an ensemble ``members`` (each member's top label) and ``agreement`` (the
+    fraction of members whose top label is the ensemble's); ``as_dict()`` gives plain JSON-ready data.
     """
     return list(iter_predict(inputs, model, detector, batch_size=batch_size, every=every, smooth=smooth,
                              min_face=min_face, device=device, keep_images=keep_images, progress=progress,

@@ -31,6 +31,9 @@ def predict_logits(model: nn.Module, dataset: Dataset, batch_size: int = 256, nu
 
 def evaluate(model: nn.Module, dataset: Dataset, label_names, batch_size: int = 256, num_workers: int = 0,
              progress: bool = False) -> dict[str, Any]:
-    """Accuracy, per-class accuracy, macro-F1, ECE and confusion matrix of ``model`` on ``dataset``."""
+    """Accuracy, per-class accuracy, macro-F1, ECE, NLL, Brier and confusion matrix of ``model`` on ``dataset``.
+
+    The raw softmax (``T = 1``) is scored, whatever temperature the config holds: a run validates the model it
+    is training, before any temperature is fitted (``emozoo calibrate``); ``emozoo eval`` scores both."""
     logits, targets = predict_logits(model, dataset, batch_size, num_workers, progress, desc="eval")
     return classification_metrics(logits.softmax(1), targets, label_names)

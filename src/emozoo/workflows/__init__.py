@@ -5,6 +5,7 @@ by name or folder is loaded by :func:`emozoo.create`.
 """
 from __future__ import annotations
 
+from .calibrate import calibrate_model
 from .distill import distill_model, teacher_outputs
 from .ensemble import (
                        SEARCH_FUSIONS,
@@ -22,7 +23,8 @@ from .splits import default_val_split, open_holdout, open_split, train_indices
 
 _member_outputs = member_outputs  # the old name, for the benchmarks/ scripts being retired
 
-__all__ = ["Log", "SEARCH_FUSIONS", "assemble_ensemble", "build_ensemble", "default_val_split", "distill_model", "evaluate_model",
+__all__ = ["Log", "SEARCH_FUSIONS", "assemble_ensemble", "build_ensemble", "calibrate_model", "default_val_split",
+           "distill_model", "evaluate_model",
            "fit_fusion", "fit_fusion_on_outputs", "init_from", "member_outputs", "metrics_summary", "open_holdout",
            "open_split", "save_trained", "search_ensemble", "shared_holdout", "teacher_outputs",
            "train_indices",

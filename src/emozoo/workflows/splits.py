@@ -29,6 +29,20 @@ def open_holdout(spec: str, split: str, fraction: float, transform=None, label_n
 
 
 
+def open_votes(spec: str, split: str, holdout: float | None = None, label_names=None) -> torch.Tensor | None:
+    """The annotators' vote distributions ``(N, C)`` of the faces :func:`open_split` (or, with ``holdout``,
+    :func:`open_holdout`) gives, in the same order; None for data without votes (anything but FER+)."""
+    try:
+        data = open_dataset(spec, split, target="soft", label_names=label_names)
+    except (TypeError, errors.DataError):
+        return None
+    soft = getattr(data, "soft_targets", None)
+    if soft is None:
+        return None
+    votes = torch.as_tensor(soft, dtype=torch.float32)
+    return votes[holdout_split(len(votes), holdout)[1]] if holdout else votes
+
+
 #: the validation split: the part of the training split that a run's ``--holdout`` kept aside. Every choice (epochs,
 #: members, fusion, temperature, thresholds) is made on it; it is the same faces for every run with that fraction
 #: (:func:`emozoo.train.holdout_split`, seed 20210630)

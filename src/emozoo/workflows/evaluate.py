@@ -11,7 +11,7 @@ from ..data import eval_transform
 from ..metrics import classification_metrics, plot_confusion
 from ..train import predict_logits
 from .fusion import member_outputs
-from .splits import open_holdout, open_split
+from .splits import open_holdout, open_split, validation_record
 
 
 @torch.no_grad()
@@ -28,7 +28,8 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     ``eager_accuracy`` and ``accuracy_change`` compare it with the PyTorch model on the same images.
 
     ``holdout`` scores only the part of ``split`` that runs trained with ``--holdout`` that fraction kept
-    aside: the validation split every choice is made on, never PublicTest.
+    aside: the validation split every choice is made on, never PublicTest; the result names it under
+    ``validation`` (:func:`~emozoo.workflows.splits.validation_record`).
     """
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
     if isinstance(model, str):
@@ -54,7 +55,9 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     else:
         fused, targets = predict_logits(model, data, batch_size, progress=progress, desc="eval")
     labels = model.config.label_names
-    result = {"model": name, "data": data_spec, "split": split, **({"holdout": holdout} if holdout else {}),
+    result = {"model": name, "data": data_spec, "split": split,
+              **({"holdout": holdout, "validation": validation_record(data_spec, split, holdout, len(data))}
+                 if holdout else {}),
               "backend": backend,
               "flip": bool(model.config.model_args.get("flip", False)),
               **classification_metrics(fused.softmax(1), targets, labels)}

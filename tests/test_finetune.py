@@ -31,7 +31,7 @@ def faces(tmp_path_factory):
 def test_train_init_fine_tunes_the_pretrained_student_on_a_folder_of_other_classes(cli, faces, tmp_path):
     out = tmp_path / "mine"
     result = cli("train", "--init", "emoxnetlite.ferplus", "--data", f"folder:{faces}", "--split", "train",
-                 "--val-split", "test", "--epochs", 3, "--lr", 0.01, "--warmup-epochs", 0, "--batch-size", 20,
+                 "--holdout", 0.2, "--epochs", 3, "--lr", 0.01, "--warmup-epochs", 0, "--batch-size", 20,
                  "--num-workers", 0, "--augment", "none", "--seed", 0, "--out", out, "--json")
     assert result.exit_code == 0, result.output
     epochs = [e for e in map(json.loads, result.stdout.splitlines()) if e.get("event") == "epoch"]

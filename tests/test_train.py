@@ -46,8 +46,8 @@ def test_train_writes_weights_recipe_metrics_and_json_log(member, fer_csv):
     assert cfg.label_names == emozoo.data.FER2013_LABELS
     assert cfg.recipe["epochs"] == 2 and cfg.recipe["holdout"] == 0.2 and cfg.recipe["command"].startswith("emozoo train")
     assert cfg.recipe["steps"] == 2 * 8  # 256 of 320 images trained (20% held back), batches of 32
-    assert 0 <= cfg.metrics["PublicTest"]["accuracy"] <= 1
-    assert cfg.metrics["command"] == f"emozoo eval {member} --data {fer_csv} --split PublicTest"
+    assert 0 <= cfg.metrics["holdout"]["accuracy"] <= 1 and cfg.metrics["holdout"]["n"] == 64  # validated on the holdout
+    assert cfg.metrics["command"] == f"emozoo eval {member} --data {fer_csv} --split Training --holdout 0.2"
     meta = json.loads((member / "checkpoint" / "checkpoint.json").read_text())
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
     assert meta["architecture"] == "resnet10" and meta["model_args"] == {"width": 0.25}  # enough to rebuild it
@@ -119,7 +119,7 @@ def test_ensemble_fits_learned_fusion_on_holdout_only(member, fer_csv, tmp_path)
     model = emozoo.create(f"local-dir:{out}", pretrained=True)
     assert model.config.architecture == "emoxnet" and model.member_names == ["resnet10", "mini_xception"]
     assert model.config.recipe["fit_images"] == 64  # 20% of the 320 training rows, none of PublicTest
-    assert set(model.config.metrics["PublicTest"]["members"]) == {"0:resnet10", "1:mini_xception"}
+    assert set(model.config.metrics["holdout"]["members"]) == {"0:resnet10", "1:mini_xception"}  # scored there too
     # members keep their trained weights exactly
     single = emozoo.create(f"local-dir:{member}", pretrained=True).eval()
     x = torch.randn(2, 1, 48, 48)
@@ -334,7 +334,7 @@ def test_smoke_member_and_distillation_on_real_ferplus(tmp_path):
                  "--limit", 384, "--holdout", 0.05, *FAST)
     assert result.exit_code == 0, result.output
     cfg = emozoo.create(f"local-dir:{member}").config
-    assert cfg.label_names == emozoo.FERPLUS_LABELS and cfg.metrics["PublicTest"]["n"] == 3553
+    assert cfg.label_names == emozoo.FERPLUS_LABELS and cfg.metrics["holdout"]["n"] == 1419  # the validation split
     student = tmp_path / "student"
     result = cli("distill", "--teacher", member, "--data", "ferplus", "--out", student, "--epochs", 1,
                  "--limit", 384, *FAST)
@@ -381,7 +381,8 @@ def test_swa_lr_schedule_ends_the_cosine_at_the_held_rate():
 
 
 def test_swa_saves_the_mean_of_the_last_epochs(fer_csv, tmp_path):
-    args = ["train", "resnet10", *TINY, "--data", fer_csv, "--epochs", 2, "--limit", 96, "--batch-augment", *FAST]
+    args = ["train", "resnet10", *TINY, "--data", fer_csv, "--epochs", 2, "--limit", 96, "--holdout", 0.2,
+            "--batch-augment", *FAST]
     plain = cli(*args, "--out", tmp_path / "plain")
     assert plain.exit_code == 0, plain.output
     result = cli(*args, "--swa-epochs", 2, "--out", tmp_path / "swa", "--json")
@@ -439,13 +440,13 @@ def test_distill_grow_starts_a_wider_student_from_a_narrow_one(member, fer_csv, 
     assert result.exit_code == 1 and "or --grow for a narrower model" in result.output
     result = cli(*args[:-2], "--grow", "--out", tmp_path / "no_init")
     assert result.exit_code == 1 and "give --init NARROWER_MODEL" in result.output
-    result = cli(*args, "--grow", "--out", tmp_path / "grown", "--val-split", "PublicTest")
+    result = cli(*args, "--grow", "--out", tmp_path / "grown", "--holdout", 0.2)  # validated on the Training holdout
     assert result.exit_code == 0, result.output
     grown = emozoo.create(f"local-dir:{tmp_path / 'grown'}", pretrained=True)
     assert grown.config.model_args == {"width": 0.5} and "--grow" in grown.config.recipe["command"]
     before = emozoo.create(f"local-dir:{narrow}", pretrained=True)
-    assert grown.config.metrics["PublicTest"]["accuracy"] == pytest.approx(
-        emozoo.workflows.evaluate_model(before, str(fer_csv), "PublicTest", progress=False)["accuracy"])
+    assert grown.config.metrics["holdout"]["accuracy"] == pytest.approx(
+        emozoo.workflows.evaluate_model(before, str(fer_csv), "Training", progress=False, holdout=0.2)["accuracy"])
     # LayerNorm over channels is not preserved by growing: refused with the reason
     from emozoo.builtins.backbones import ConvNeXt
 
@@ -542,7 +543,7 @@ def test_ensemble_search_picks_members_and_fusion_on_the_training_holdout(member
     model = emozoo.create(f"local-dir:{out}", pretrained=True)  # what was saved is the best row
     assert model.config.recipe["members"] == best["members"] and model.config.recipe["fusion"] == best["fusion"]
     text = cli("ensemble", member, other, "--search", "--data", fer_csv, "--out", tmp_path / "again")
-    assert text.exit_code == 0 and "Training holdout (0.2)" in text.output and "\n*" in text.output
+    assert text.exit_code == 0 and "validation split, Training holdout 0.2" in text.output and "\n*" in text.output
     refused = cli("ensemble", member, other, "--search", "--search-fusions", "mean_prob,stacking", "--data", fer_csv,
                   "--out", tmp_path / "x")
     assert refused.exit_code == 1 and "would flatter it" in refused.output

@@ -238,8 +238,11 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--data", "data_spec", default="ferplus", show_default=True)
 @click.option("--fit-split", default="Training", show_default=True,
-              help="Split whose held-back part (the members' --holdout) fits a learned fusion.")
-@click.option("--val-split", help="Split to report [PublicTest when the data has it].")
+              help="Split whose held-back part (the members' --holdout: the validation split) fits a learned fusion "
+                   "and scores --search; test splits are refused.")
+@click.option("--val-split", help="Split to score and record [holdout: the validation split, the part of --fit-split "
+                                  "the members kept aside; none: no scoring]. A test split is scored as the model's "
+                                  "one report, after every choice was made on the validation split.")
 @click.option("--fit-epochs", default=30, show_default=True)
 @click.option("--flip", is_flag=True, help="Test-time flip: each member averages the image and its mirror "
                                            "(twice the MACs).")
@@ -254,9 +257,10 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
                  search_fusions, as_json):
     """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
 
-    A learned fusion is fitted on the part of --fit-split that the members held back
-    (their recipe's holdout), never on validation or test data. With --search, the subset of
-    members and the fusion are chosen on that holdout too, and the table of every candidate is printed.
+    A learned fusion is fitted on the part of --fit-split that the members held back (their recipe's
+    holdout: the validation split), never on test data. With --search, the subset of members and the
+    fusion are chosen on that holdout too, and the table of every candidate is printed. The saved
+    config.json records the validation split under recipe.validation.
     """
     from ..workflows import build_ensemble, search_ensemble
 
@@ -273,15 +277,18 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
                             fit_split, val_split, fit_epochs, flip=flip, log=make_logger(False),
                             command=command_line())
     if search:
-        result["search"] = {"split": best["split"], "best": best, "rows": rows}
+        result["search"] = {"split": best["split"], "validation": best["validation"], "best": best, "rows": rows}
     if as_json:  # the whole result as one JSON document; progress and the summary line go to stderr
         echo_json(result)
 
 
 def format_search(rows: list[dict], best: dict) -> str:
     """The ``--search`` table: accuracy on the holdout, fusion and members of each candidate, the best marked *."""
+    from ..workflows.splits import describe_validation
+
     ranked = sorted(rows, key=lambda r: (-r["accuracy"], len(r["members"])))
-    lines = [f"member subsets and fusions on the {best['split']} ({best['n']} faces), best first:",
+    lines = [f"member subsets and fusions on the validation split, {describe_validation(best['validation'])}, "
+             "best first:",
              f"  {'accuracy':>8}  {'fusion':<12} members"]
     lines += [f"{'*' if r is best else ' '} {r['accuracy']:>8.4f}  {r['fusion']:<12} {' '.join(r['members'])}"
               for r in ranked]
@@ -337,8 +344,12 @@ def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, 
         echo_json(result)
         return
     via = "" if backend == "eager" else f" via {backend} (ONNX Runtime)"
-    part = f" holdout {holdout:g}" if holdout else ""
-    click.echo(f"{result['model']} on {result['data']} {result['split']}{part} ({result['n']} faces){via}")
+    if holdout:
+        from ..workflows.splits import describe_validation
+
+        click.echo(f"{result['model']} on the validation split, {describe_validation(result['validation'])}{via}")
+    else:
+        click.echo(f"{result['model']} on {result['data']} {result['split']} ({result['n']} faces){via}")
     click.echo(f"accuracy  {result['accuracy']:.4f}\nmacro-F1  {result['macro_f1']:.4f}")
     click.echo(format_calibration(result))
     if "accuracy_change" in result:

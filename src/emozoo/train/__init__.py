@@ -10,7 +10,7 @@ optimizer and RNG state restored, so an interrupted run ends exactly where an un
 from __future__ import annotations
 
 from .averaging import WeightAverage, update_batchnorm
-from .batches import Indexed, holdout_split, iter_batches, mix_batch, preload
+from .batches import VALIDATION_SEED, Indexed, holdout_split, iter_batches, mix_batch, preload
 from .distributed import Dist, autocast, device_for
 from .evaluate import evaluate, predict_logits
 from .lock import lock_output
@@ -18,6 +18,6 @@ from .loop import LossFn, fit
 from .recipe import Recipe, check_mixup_teacher
 from .schedule import lr_schedule
 
-__all__ = ["Dist", "Indexed", "LossFn", "Recipe", "WeightAverage", "autocast", "check_mixup_teacher", "device_for",
-           "evaluate", "fit", "holdout_split", "iter_batches", "lock_output", "lr_schedule", "mix_batch", "predict_logits",
-           "preload", "update_batchnorm"]
+__all__ = ["VALIDATION_SEED", "Dist", "Indexed", "LossFn", "Recipe", "WeightAverage", "autocast", "check_mixup_teacher",
+           "device_for", "evaluate", "fit", "holdout_split", "iter_batches", "lock_output", "lr_schedule", "mix_batch",
+           "predict_logits", "preload", "update_batchnorm"]

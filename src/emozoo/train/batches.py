@@ -7,9 +7,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from .recipe import Recipe
 
+#: the seed of the validation split (:func:`holdout_split`): the same faces for every run, every member and every
+#: fraction (a smaller fraction's holdout is a prefix of a larger one's, so --holdout 0.05 lies inside --holdout 0.1)
+VALIDATION_SEED = 20210630
 
-def holdout_split(n: int, fraction: float, seed: int = 20210630) -> tuple[list[int], list[int]]:
-    """Deterministic (train, holdout) index lists; the same for every member of an ensemble."""
+
+def holdout_split(n: int, fraction: float, seed: int = VALIDATION_SEED) -> tuple[list[int], list[int]]:
+    """Deterministic (train, holdout) index lists; the same for every member of an ensemble.
+
+    The holdout is the first ``round(n * fraction)`` indices of one seeded permutation of ``range(n)``, so it is
+    the same for every run and a smaller fraction's holdout lies inside a larger one's.
+    """
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     k = int(round(n * fraction))
     return sorted(order[k:]), sorted(order[:k])

@@ -19,7 +19,7 @@ from ..plugins import load_plugins
 from ..train import Recipe, check_mixup_teacher, device_for, fit, predict_logits
 from .member import init_from, train_transform_for
 from .saving import Log, hold_output, save_trained
-from .splits import default_val_split, open_split, open_val, train_indices
+from .splits import default_val_split, open_split, open_val, train_indices, validation_of
 
 
 def teacher_outputs(teacher: nn.Module, data_spec: str, split: str, indices: list[int], cache: Path,
@@ -91,5 +91,6 @@ def _distill_model(teacher_spec, student, student_args, data_spec, split, val_sp
     result = fit(model, Subset(train_data, indices), val_set, recipe, out_dir, resume=resume, log=log,
                  progress=progress, teacher_logits=logits, distill_loss=loss_fn,
                  teacher=teacher if recipe.teacher_online else None)
-    save_trained(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
+    save_trained(model, out_dir, data_spec, split, val_split, recipe, command, result, log,
+                 validation=validation_of(data_spec, split, val_split, recipe.holdout, val_set))
     return result

@@ -15,7 +15,7 @@ from ..data import eval_transform
 from .evaluate import evaluate_model
 from .fusion import fit_fusion
 from .saving import Log, metrics_summary
-from .splits import default_val_split, open_holdout
+from .splits import HOLDOUT, check_not_test, open_holdout, validation_record
 
 
 def _as_member(config) -> dict:
@@ -54,34 +54,57 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
                    log: Log | None = None, command: str = "", progress: bool = True) -> dict:
     """Combine trained members into an EmoXNet, fit a learned fusion on held-back data, evaluate, save.
 
-    ``flip=True`` makes every member average its outputs over the image and its mirror (at fitting,
-    evaluation and inference alike).
+    The validation split is the part of ``fit_split`` the members all kept aside (their recipes' equal
+    ``holdout``): a learned fusion is fitted on it, and it is the split scored unless ``val_split`` names
+    another (``"none"``: none; a test split is scored there as the model's one report, after every choice).
+    A test split as ``fit_split`` is refused. ``flip=True`` makes every member average its outputs over the
+    image and its mirror (at fitting, evaluation and inference alike).
     """
     log = log or (lambda e: None)
+    check_not_test(fit_split, "--fit-split")
     members = [create(d, pretrained=True) for d in member_dirs]
     first = members[0].config
     model = assemble_ensemble(members, fusion, fusion_args, flip=flip, names=[str(d) for d in member_dirs])
     member_holdouts = [m.config.recipe.get("holdout", 0.0) for m in members]
+    holdout = shared_holdout(members)
     recipe: dict[str, Any] = {"command": command, "members": [str(d) for d in member_dirs], "fusion": fusion,
                               "flip": flip, "member_holdouts": member_holdouts}
+    held = None
+    if holdout is not None:
+        held = open_holdout(data_spec, fit_split, holdout, eval_transform(first.input), first.label_names, soft=True)
+        recipe["validation"] = validation_record(data_spec, fit_split, holdout, len(held))
+    else:
+        recipe["validation"] = None
     if getattr(model.fusion, "trainable", False):
-        holdout = shared_holdout(members)
-        if holdout is None:
+        if held is None:
             raise errors.ConfigError(
                 f"fusion {fusion!r} must be fitted on data the members never saw, but the members were trained "
                 f"with holdout fractions {sorted(set(member_holdouts))}. "
                 "Train every member with the same --holdout (e.g. 0.05), or use mean_prob / mean_logit / majority_vote.")
-        held = open_holdout(data_spec, fit_split, holdout, eval_transform(first.input), first.label_names, soft=True)
         recipe.update(fit_split=fit_split, holdout=holdout, fit_epochs=fit_epochs, fit_images=len(held))
         fit_fusion(model, held, fit_epochs, progress)
-    val_split = default_val_split(fit_split, val_split)
+    val_split = ensemble_val_split(val_split, holdout)
     metrics = {}
-    if val_split:
+    if val_split == HOLDOUT:
+        result = evaluate_model(model, data_spec, fit_split, members=True, progress=progress, holdout=holdout)
+        metrics = metrics_summary(result, data_spec, HOLDOUT, out_dir, train_split=fit_split, holdout=holdout)
+    elif val_split:
         result = evaluate_model(model, data_spec, val_split, members=True, progress=progress)
         metrics = metrics_summary(result, data_spec, val_split, out_dir)
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({fit_split})", recipe=recipe, metrics=metrics)
     log({"event": "done", "out": str(out_dir), "accuracy": metrics.get(val_split, {}).get("accuracy")})
     return {"out": str(out_dir), "metrics": metrics, "recipe": recipe}
+
+
+def ensemble_val_split(val_split: str | None, holdout: float | None) -> str | None:
+    """The split ``emozoo ensemble`` scores: ``val_split`` as given (``"none"``: none), else the members' shared
+    holdout (the validation split) when they kept one, else none."""
+    if val_split == HOLDOUT and holdout is None:
+        raise errors.ConfigError("--val-split holdout scores the training holdout the members kept aside, but they "
+                                 "kept none or different ones; train every member with the same --holdout (e.g. 0.05)")
+    if val_split:
+        return None if val_split == "none" else val_split
+    return HOLDOUT if holdout is not None else None
 
 
 def unpack_ensemble(spec: str, out_dir: str | Path, *, command: str = "", overwrite: bool = False) -> list[Path]:
@@ -128,11 +151,12 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     """Score every subset of the members under each fusion on the members' shared training holdout.
 
     Returns ``(rows, best)``: one row per subset and fusion (``members``, ``fusion``, ``flip``, ``accuracy``,
-    ``n``, ``split``), and the best row: the highest holdout accuracy, the fewest members among ties, then the
-    first fusion listed. The holdout is the part of ``fit_split`` that every member kept aside (their recipes'
-    equal ``holdout``), so no member trained on it and no test split is looked at. Fusions with parameters
-    would be fitted on those same faces, so only fusions without them (e.g. mean_prob, mean_logit) are searched.
-    Member outputs are computed once.
+    ``n``, ``split``, ``validation``: the :func:`~emozoo.workflows.splits.validation_record` scored on), and the
+    best row: the highest holdout accuracy, the fewest members among ties, then the first fusion listed. The
+    holdout is the part of ``fit_split`` that every member kept aside (their recipes' equal ``holdout``), so no
+    member trained on it and no test split is looked at (a test split as ``fit_split`` is refused). Fusions with
+    parameters would be fitted on those same faces, so only fusions without them (e.g. mean_prob, mean_logit) are
+    searched. Member outputs are computed once.
     """
     import itertools
 
@@ -141,6 +165,7 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     from .._models import build_fusion
     from .fusion import member_outputs
 
+    check_not_test(fit_split, "--search")
     if not fusions:
         raise errors.ConfigError("--search needs at least one fusion to try")
     members = [create(d, pretrained=True) for d in member_dirs]
@@ -162,6 +187,7 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     data = open_holdout(data_spec, fit_split, holdout, eval_transform(first.input), first.label_names)
     logits, features, targets = member_outputs(model, data, progress, batch_size)
     split = f"{fit_split} holdout ({holdout:g})"
+    validation = validation_record(data_spec, fit_split, holdout, len(targets))
     rows = []
     for k in range(1, len(members) + 1):
         for subset in itertools.combinations(range(len(members)), k):
@@ -172,7 +198,8 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
                     fused = module(logits[pick], [features[i] for i in pick])
                 accuracy = (fused.argmax(1) == targets).float().mean().item()
                 rows.append({"members": [str(member_dirs[i]) for i in pick], "fusion": fusion, "flip": flip,
-                             "accuracy": round(accuracy, 4), "n": len(targets), "split": split})
+                             "accuracy": round(accuracy, 4), "n": len(targets), "split": split,
+                             "validation": validation})
     order = {f: i for i, f in enumerate(fusions)}
     best = min(rows, key=lambda r: (-r["accuracy"], len(r["members"]), order[r["fusion"]]))
     return rows, best

@@ -12,7 +12,7 @@ from ..data import eval_transform
 from ..metrics import calibration_metrics, classification_metrics, plot_confusion, plot_reliability, reliability
 from ..train import predict_logits
 from .fusion import member_outputs
-from .splits import open_holdout, open_split, open_votes
+from .splits import open_holdout, open_split, open_votes, validation_record
 
 
 @torch.no_grad()
@@ -36,6 +36,8 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     (against the annotators' votes) measure them, and ``before`` holds the same measures of the raw softmax
     (``T = 1``). Accuracy does not depend on ``T``. ``plot`` also writes a reliability diagram, before and
     after, beside the confusion matrix: :func:`reliability_path`.
+    With ``holdout`` the result names the validation split under ``validation``
+    (:func:`~emozoo.workflows.splits.validation_record`).
     """
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
     if isinstance(model, str):
@@ -65,7 +67,9 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     if votes is not None and len(votes) != len(targets):
         votes = None  # a reader whose soft split is not row for row its hard one: no vote cross-entropy
     t = temperature(reference)
-    result = {"model": name, "data": data_spec, "split": split, **({"holdout": holdout} if holdout else {}),
+    result = {"model": name, "data": data_spec, "split": split,
+              **({"holdout": holdout, "validation": validation_record(data_spec, split, holdout, len(data))}
+                 if holdout else {}),
               "backend": backend,
               "flip": bool(model.config.model_args.get("flip", False)),
               "temperature": t,

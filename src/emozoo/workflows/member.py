@@ -13,7 +13,7 @@ from .._weights import grow_state_dict, state_dict_mismatch
 from ..data import eval_transform, train_transform
 from ..train import Recipe, fit
 from .saving import Log, hold_output, save_trained
-from .splits import default_val_split, open_split, open_val, train_indices
+from .splits import default_val_split, open_split, open_val, train_indices, validation_of
 
 
 def train_model(name: str | None, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
@@ -56,7 +56,8 @@ def _train_model(name, model_args, data_spec, split, val_split, recipe, out_dir,
     val_set = (open_val(data_spec, split, val_split, recipe.holdout, eval_transform(model.config.input),
                         model.config.label_names) if val_split else None)
     result = fit(model, train_set, val_set, recipe, out_dir, resume=resume, log=log, progress=progress)
-    save_trained(model, out_dir, data_spec, split, val_split, recipe, command, result, log)
+    save_trained(model, out_dir, data_spec, split, val_split, recipe, command, result, log,
+                 validation=validation_of(data_spec, split, val_split, recipe.holdout, val_set))
     return result
 
 

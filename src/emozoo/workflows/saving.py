@@ -22,13 +22,16 @@ def metrics_summary(metrics: dict, data_spec: str, split: str, out_dir, *, train
             "command": f"emozoo eval {out_dir} --data {data_spec} {where}"}
 
 
-def save_trained(model, out_dir, data_spec, split, val_split, recipe: Recipe, command, result, log):
-    """Save a model :func:`emozoo.train.fit` trained (process 0 only), with its recipe and validation metrics."""
+def save_trained(model, out_dir, data_spec, split, val_split, recipe: Recipe, command, result, log, *,
+                 validation: dict | None = None):
+    """Save a model :func:`emozoo.train.fit` trained (process 0 only), with its recipe and validation metrics;
+    ``validation`` (:func:`emozoo.workflows.splits.validation_record`, ``None``: none) goes into the recipe."""
     if not Dist().main:
         return
     metrics = result["metrics"]
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({split})",
-                    recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"]},
+                    recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"],
+                            "validation": validation},
                     metrics=metrics_summary(metrics, data_spec, val_split, out_dir, train_split=split,
                                             holdout=recipe.holdout) if val_split and metrics else {})
     log({"event": "done", "out": str(out_dir), "accuracy": metrics.get("accuracy"),  # None: no validation split

@@ -8,7 +8,7 @@ from torch.utils.data import Subset
 
 from .. import errors
 from ..data import open_dataset
-from ..train import Recipe, holdout_split
+from ..train import VALIDATION_SEED, Recipe, holdout_split
 
 
 def open_split(spec: str, split: str, transform=None, label_names=None, soft: bool = False):
@@ -45,7 +45,7 @@ def open_votes(spec: str, split: str, holdout: float | None = None, label_names=
 
 #: the validation split: the part of the training split that a run's ``--holdout`` kept aside. Every choice (epochs,
 #: members, fusion, temperature, thresholds) is made on it; it is the same faces for every run with that fraction
-#: (:func:`emozoo.train.holdout_split`, seed 20210630)
+#: (:func:`emozoo.train.holdout_split`, seed :data:`emozoo.train.VALIDATION_SEED`)
 HOLDOUT = "holdout"
 #: splits that are scored once per shipped model and never chosen on (README: "Selection protocol")
 TEST_SPLITS = frozenset({"PublicTest", "PrivateTest", "test"})
@@ -56,6 +56,30 @@ def check_not_test(split: str | None, what: str) -> None:
     if split in TEST_SPLITS:
         raise errors.ConfigError(f"{what} refuses {split}: test splits are scored once per shipped model, never chosen "
                                  "on; use the validation split, the Training holdout (e.g. --holdout 0.05)")
+
+
+def validation_record(data_spec: str, split: str, holdout: float | None, n: int) -> dict:
+    """What a model was validated on, as ``config.json`` records it under ``recipe["validation"]``: the data, the
+    split, the holdout fraction of it and the seed that drew it (both ``None`` for a whole named split), the faces."""
+    return {"data": data_spec, "split": split, "holdout": holdout or None,
+            "seed": VALIDATION_SEED if holdout else None, "n": n}
+
+
+def validation_of(data_spec: str, train_split: str, val_split: str | None, holdout: float, val_set) -> dict | None:
+    """The :func:`validation_record` of a training run that validated on ``val_set`` (``None`` without one)."""
+    if not val_split:
+        return None
+    if val_split == HOLDOUT:
+        return validation_record(data_spec, train_split, holdout, len(val_set))
+    return validation_record(data_spec, val_split, None, len(val_set))
+
+
+def describe_validation(record: dict) -> str:
+    """``Training holdout 0.05 (seed 20210630, 1419 faces)`` for a :func:`validation_record`."""
+    if record.get("holdout"):
+        return (f"{record['split']} holdout {record['holdout']:g} (seed {record['seed']}, {record['n']} faces "
+                f"of {record['data']})")
+    return f"{record['split']} ({record['n']} faces of {record['data']})"
 
 
 def default_val_split(train_split: str, val_split: str | None, holdout: float = 0.0) -> str | None:

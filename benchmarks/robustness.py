@@ -55,12 +55,12 @@ FACE = (48, 48)
 TARGET_DROP = 15.0
 
 
-def _shared(confusion: list[list[int]], labels) -> float:
-    """Accuracy on the faces whose label fer has too (all but contempt), from a confusion matrix."""
+def _shared(confusion: list[list[int]], labels) -> float | None:
+    """Accuracy on the faces whose label fer has too (all but contempt), from a confusion matrix (None: no such face)."""
     keep = [i for i, name in enumerate(labels) if name != "contempt"]
     m = np.asarray(confusion)[np.ix_(keep, range(len(labels)))]
     total = m.sum()
-    return float(sum(m[r, keep[r]] for r in range(len(keep))) / total) if total else float("nan")
+    return float(sum(m[r, keep[r]] for r in range(len(keep))) / total) if total else None
 
 
 def score_emozoo(model, spec: str | None, args) -> dict:
@@ -267,7 +267,7 @@ def markdown(doc: dict) -> str:
                   "FER+'s contempt has no counterpart, so faces labelled contempt are left out of fer's column "
                   f"({doc['rows'][0]['results'][FER]['dropped_contempt']} faces) and fer's prediction is the argmax "
                   "of its 7 scores. On those same faces (contempt left out) the FER+ models score, clean: "
-                  + ", ".join(f"{c} {100 * doc['rows'][0]['results'][c]['accuracy_shared']:.2f} %"
+                  + ", ".join(f"{c} {100 * (doc['rows'][0]['results'][c]['accuracy_shared'] or 0):.2f} %"
                               for c in cols if c != FER) + " (`accuracy_shared` in robustness.json, every row)."]
     lines += ["", "## Models", ""] + [f"- **{k}**: {v}" for k, v in doc["notes"].items()] + [""]
     return "\n".join(lines)

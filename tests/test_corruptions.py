@@ -193,3 +193,26 @@ def test_robustness_benchmark_writes_its_report(tiny_model, fer_csv, tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robustness.py"), "--corrupt", "fog", "--no-peer",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown corruption 'fog'" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_fer_peer_sees_the_same_spoilt_faces_at_64_px_and_is_scored_on_the_shared_classes(fer_csv):
+    """fer's column without fer's model: a stand-in that always answers 'happy' must score the share of happy faces."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("robustness", REPO / "benchmarks" / "robustness.py")
+    robustness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(robustness)
+    peer = object.__new__(robustness.FerPeer)
+    peer.size, peer.to_ferplus = (64, 64), map_labels(FER2013_LABELS, FERPLUS_LABELS)
+    face = (faces(n=1)[0, 0] * 255).round().to(torch.uint8).numpy()
+    x = peer.transform("mouth:0.2", 0)(face)
+    assert x.shape == (1, 64, 64) and float(x.min()) >= -1 and float(x.max()) <= 1
+    same = eval_transform({"in_chans": 1, "size": [48, 48], "mean": [0.0], "std": [1.0]}, corrupt="mouth:0.2")(face)
+    assert torch.allclose(torch.nn.functional.interpolate(same[None], 64, mode="bilinear")[0] * 2 - 1, x, atol=1e-6)
+    happy = np.eye(7)[FER2013_LABELS.index("happy")]
+    peer.scores = lambda batch: np.tile(happy, (len(batch), 1))
+    args = argparse.Namespace(data=str(fer_csv), split="PublicTest", holdout=None, limit=20, seed=0, batch_size=8)
+    cell = peer.score("blur", args)
+    assert cell["n"] == 20 and cell["dropped_contempt"] == 0
+    assert np.isclose(cell["accuracy"], sum(i % 7 == FER2013_LABELS.index("happy") for i in range(20)) / 20)

@@ -294,7 +294,8 @@ def plot(doc: dict, path: Path) -> None:
     ax.set_xlabel(f"accuracy (%) on {doc['data']} {doc['split']}" + (f" holdout {doc['holdout']:g}" if doc["holdout"]
                                                                         else ""))
     ax.set_xlim(0, 100)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / len(rows) - 0.06), ncol=len(cols), fontsize=8,
+              frameon=False)
     ax.set_title("Accuracy under camera and detector corruptions (dashed: clean)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -333,23 +333,38 @@ def unpack_cmd(model, out_dir, force, as_json):
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Score only the fraction of --split that training with --holdout kept aside (the validation "
                    "split every choice is made on), e.g. --split Training --holdout 0.1.")
+@click.option("--corrupt", "corrupt", multiple=True, metavar="KIND[:STRENGTH]",
+              help="Score the faces as a camera or detector spoils them, e.g. blur:1.5, jpeg:10, downscale:16, "
+                   "rotate:20, mouth:0.2 (kinds and strengths: emozoo.data.corruptions); given again, the corruptions "
+                   "apply in order to each face (--corrupt downscale:24 --corrupt jpeg:30).")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of the corruptions' random draws (noise, turn direction, shift, patch place).")
+@click.option("--limit", type=click.IntRange(1), help="Score only the first N faces (quick runs).")
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, holdout, as_json):
-    """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split."""
+def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, holdout, corrupt, seed, limit, as_json):
+    """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split.
+
+    With --corrupt, each face passes through the corruption after it is resized to the model's input and before
+    it is normalised; the same face gets the same draws in every run (seeded by --seed and its pixels).
+    benchmarks/robustness.py runs the whole list.
+    """
     from ..workflows import evaluate_model
 
     result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
-                            progress=not as_json, backend=backend, flip=flip, holdout=holdout)
+                            progress=not as_json, backend=backend, flip=flip, holdout=holdout,
+                            corrupt=list(corrupt), seed=seed, limit=limit)
     if as_json:
         echo_json(result)
         return
     via = "" if backend == "eager" else f" via {backend} (ONNX Runtime)"
+    part = f" first {limit}" if limit else ""
+    spoilt = f" under {' + '.join(result['corrupt'])} (seed {seed})" if result.get("corrupt") else ""
     if holdout:
         from ..workflows.splits import describe_validation
 
-        click.echo(f"{result['model']} on the validation split, {describe_validation(result['validation'])}{via}")
+        click.echo(f"{result['model']} on the validation split, {describe_validation(result['validation'])}{part}{via}{spoilt}")
     else:
-        click.echo(f"{result['model']} on {result['data']} {result['split']} ({result['n']} faces){via}")
+        click.echo(f"{result['model']} on {result['data']} {result['split']}{part} ({result['n']} faces){via}{spoilt}")
     click.echo(f"accuracy  {result['accuracy']:.4f}\nmacro-F1  {result['macro_f1']:.4f}")
     click.echo(format_calibration(result))
     if "accuracy_change" in result:

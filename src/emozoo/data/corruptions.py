@@ -30,12 +30,15 @@ augmentation (``Recipe.corrupt``).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ConfigError
@@ -46,12 +49,21 @@ BAND_CENTRE = {"eyes": 0.35, "mouth": 0.75}
 
 
 def _jpeg(x: torch.Tensor, quality: float, generator=None) -> torch.Tensor:
+    """JPEG through Pillow (libjpeg, 4:2:0 chroma as cameras write it); a grey face given in 3 equal channels is
+    compressed as grey, as its 1-channel twin is, so 1- and 3-channel models see the same face."""
     q = int(round(min(max(quality, 1), 100)))
+    if x.shape[1] not in (1, 3):
+        raise ConfigError(f"jpeg needs 1 or 3 channels, got {x.shape[1]}")
+    u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).cpu()
     out = []
-    for image in x:
-        u8 = (image * 255).round().clamp(0, 255).to(torch.uint8).cpu()
-        out.append(decode_jpeg(encode_jpeg(u8, quality=q)).to(x.device, x.dtype) / 255)
-    return torch.stack(out)
+    for image in u8:
+        grey = image.shape[0] == 1 or bool((image == image[:1]).all())
+        pixels = image[0].numpy() if grey else image.permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=q)
+        decoded = torch.from_numpy(np.array(Image.open(io.BytesIO(buffer.getvalue()))))
+        out.append(decoded.expand(image.shape[0], *decoded.shape) if grey else decoded.permute(2, 0, 1))
+    return (torch.stack(out).to(x.device, x.dtype) / 255).contiguous()
 
 
 def _blur(x: torch.Tensor, sigma: float, generator=None) -> torch.Tensor:
@@ -76,10 +88,14 @@ def _noise(x: torch.Tensor, std: float, generator=None) -> torch.Tensor:
 
 
 def _lowlight(x: torch.Tensor, gain: float, generator=None) -> torch.Tensor:
+    if gain == 1:
+        return x
     return (x * gain).clamp(0, 1)
 
 
 def _contrast(x: torch.Tensor, factor: float, generator=None) -> torch.Tensor:
+    if factor == 1:
+        return x
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * factor + mean).clamp(0, 1)
 
@@ -95,6 +111,8 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 def _rotate(x: torch.Tensor, degrees: float, generator=None) -> torch.Tensor:
+    if degrees == 0:
+        return x
     a = _signs(len(x), generator, x.device) * math.radians(degrees)
     cos, sin = torch.cos(a), torch.sin(a)
     zero = torch.zeros_like(a)
@@ -103,6 +121,8 @@ def _rotate(x: torch.Tensor, degrees: float, generator=None) -> torch.Tensor:
 
 
 def _shift(x: torch.Tensor, fraction: float, generator=None) -> torch.Tensor:
+    if fraction == 0:
+        return x
     b = len(x)
     angle = torch.rand(b, generator=generator, device=x.device) * 2 * math.pi  # any direction, this distance
     eye = torch.eye(2, device=x.device).expand(b, 2, 2)
@@ -111,11 +131,15 @@ def _shift(x: torch.Tensor, fraction: float, generator=None) -> torch.Tensor:
 
 
 def _scale(x: torch.Tensor, factor: float, generator=None) -> torch.Tensor:
+    if factor == 1:
+        return x
     theta = torch.tensor([[factor, 0.0, 0.0], [0.0, factor, 0.0]], device=x.device).expand(len(x), 2, 3)
     return _warp(x, theta)
 
 
 def _band(x: torch.Tensor, height: float, centre: float) -> torch.Tensor:
+    if height <= 0:
+        return x
     h = x.shape[-2]
     top = max(0, round((centre - height / 2) * h))
     bottom = min(h, max(top + 1, round((centre + height / 2) * h)))
@@ -133,6 +157,8 @@ def _mouth(x: torch.Tensor, height: float, generator=None) -> torch.Tensor:
 
 
 def _patch(x: torch.Tensor, area: float, generator=None) -> torch.Tensor:
+    if area <= 0:
+        return x
     b, _, h, w = x.shape
     side_h, side_w = max(1, round(math.sqrt(area) * h)), max(1, round(math.sqrt(area) * w))
     top = (torch.rand(b, generator=generator, device=x.device) * (h - side_h + 1)).long().clamp(max=h - side_h)
@@ -186,6 +212,12 @@ def parse(spec: str) -> tuple[str, float]:
     return kind, strength
 
 
+def canonical(spec: str) -> str:
+    """``spec`` written as ``KIND:STRENGTH`` with the default strength filled in (``"blur"`` -> ``"blur:1.5"``)."""
+    kind, strength = parse(spec)
+    return f"{kind}:{strength:g}"
+
+
 def corrupt(x: torch.Tensor, spec: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """``x`` (``(B, C, H, W)`` or ``(C, H, W)``, pixels in [0, 1]) under the corruption ``spec`` (``KIND[:STRENGTH]``).
 
@@ -216,10 +248,15 @@ class Corrupt:
         self.seed = int(seed)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        pixels = (image * 255).round().to(torch.int64).flatten()
-        weights = torch.arange(1, len(pixels) + 1, dtype=torch.int64) % 65521
-        key = int((pixels * weights).sum()) % (2 ** 31) ^ self.seed
-        return corrupt(image, self.spec, torch.Generator(device=image.device).manual_seed(key))
+        return corrupt(image, self.spec, torch.Generator(device=image.device).manual_seed(self.key(image)))
+
+    def key(self, image: torch.Tensor) -> int:
+        """The seed of ``image``'s draws: a hash of ``seed``, the image's size and its grey levels (the channel
+        mean as 8-bit values), so a face gets the same draws whether it is given in 1 or 3 grey channels."""
+        grey = (image.detach().float().mean(0) * 255).round().clamp(0, 255).to(torch.uint8).cpu().contiguous()
+        digest = hashlib.blake2b(grey.numpy().tobytes(), digest_size=8,
+                                 key=str((self.seed, tuple(grey.shape))).encode()).digest()
+        return int.from_bytes(digest, "little") >> 1  # 63 bits: any value torch.Generator.manual_seed takes
 
     def __repr__(self) -> str:
         return f"Corrupt({self.kind}:{self.strength:g}, seed={self.seed})"

@@ -8,7 +8,7 @@ colour is reduced to 1 by luminance. Augmentation works on the small uint8 image
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -65,8 +65,19 @@ class _CheckPixels:
         return image
 
 
-def _pipeline(input_spec, augment: dict[str, float] | None) -> v2.Compose:
+def _corrupt_steps(corrupt, seed: int) -> list:
+    """One :class:`~emozoo.data.corruptions.Corrupt` step per spec of ``corrupt`` (a spec or a list, applied in order)."""
+    if not corrupt:
+        return []
+    from .corruptions import Corrupt
+
+    specs = [corrupt] if isinstance(corrupt, str) else list(corrupt)
+    return [Corrupt(spec, seed) for spec in specs]
+
+
+def _pipeline(input_spec, augment: dict[str, float] | None, corrupt=None, seed: int = 0) -> v2.Compose:
     in_chans, size, mean, std = _read_spec(input_spec)
+    corrupt_steps = _corrupt_steps(corrupt, seed)
     steps = [_CheckPixels(), v2.ToImage(), v2.RGB() if in_chans == 3 else v2.Grayscale(1), v2.Resize(size, antialias=True)]
     if augment:
         steps += [
@@ -75,15 +86,21 @@ def _pipeline(input_spec, augment: dict[str, float] | None) -> v2.Compose:
                             scale=(1 - augment["scale"], 1 + augment["scale"])),
             v2.ColorJitter(brightness=augment["jitter"], contrast=augment["jitter"]),
         ]
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    steps += [v2.ToDtype(torch.float32, scale=True), *corrupt_steps, v2.Normalize(mean, std)]
     if augment and augment["erase"] > 0:
         steps.append(v2.RandomErasing(p=augment["erase"], scale=(0.02, 0.1), value=0))
     return v2.Compose(steps + [v2.ToPureTensor()])
 
 
-def eval_transform(input_spec) -> v2.Compose:
-    """Deterministic transform to the model's input: channels, resize, float in [0, 1], normalise."""
-    return _pipeline(input_spec, None)
+def eval_transform(input_spec, corrupt: str | Sequence[str] | None = None, seed: int = 0) -> v2.Compose:
+    """Deterministic transform to the model's input: channels, resize, float in [0, 1], normalise.
+
+    ``corrupt`` (``"KIND[:STRENGTH]"`` or a list of them, applied in order; see :mod:`emozoo.data.corruptions`)
+    passes each face through camera corruptions after the resize, on the float image in [0, 1], before
+    normalising. Their random draws depend only on ``seed`` and the face's pixels, so every run, order and
+    batch size gives each face the same corruption. An unknown kind or a strength out of range is a ConfigError.
+    """
+    return _pipeline(input_spec, None, corrupt, seed)
 
 
 def train_transform(input_spec, strength: str = "default") -> v2.Compose:

@@ -1,14 +1,18 @@
 """Scoring a model under its dataset's protocol: PyTorch or ONNX Runtime, each ensemble member too."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from .. import errors
 from .._builder import create
 from ..builtins.emoxnet import EmoXNet
 from ..calibration import probabilities, temperature
 from ..data import eval_transform
+from ..data.corruptions import canonical
 from ..metrics import calibration_metrics, classification_metrics, plot_confusion, plot_reliability, reliability
 from ..train import predict_logits
 from .fusion import member_outputs
@@ -18,7 +22,8 @@ from .splits import open_holdout, open_split, open_votes, validation_record
 @torch.no_grad()
 def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_size: int = 256,
                    members: bool = True, plot: str | None = None, progress: bool = True,
-                   backend: str = "eager", flip: bool | None = None, holdout: float | None = None) -> dict:
+                   backend: str = "eager", flip: bool | None = None, holdout: float | None = None,
+                   corrupt: str | Sequence[str] | None = None, seed: int = 0, limit: int | None = None) -> dict:
     """Score a model under its dataset's protocol; for an EmoXNet also each member.
 
     ``flip`` turns test-time flip on or off when ``model`` is a name or folder of an emoxnet or
@@ -38,7 +43,12 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     after, beside the confusion matrix: :func:`reliability_path`.
     With ``holdout`` the result names the validation split under ``validation``
     (:func:`~emozoo.workflows.splits.validation_record`).
+    ``corrupt`` (``"KIND[:STRENGTH]"`` or a list, applied in that order; :mod:`emozoo.data.corruptions`) scores
+    the faces as a camera or detector would spoil them, each face's random draws seeded by ``seed`` and its
+    pixels; the result names them (``corrupt``, ``seed``). ``limit`` scores only the first N faces (quick runs).
     """
+    specs = [corrupt] if isinstance(corrupt, str) else list(corrupt or [])
+    specs = [canonical(spec) for spec in specs]  # a bad kind or strength fails here, before any model is built
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
     if isinstance(model, str):
         model = create(model, pretrained=True, flip=flip)
@@ -52,10 +62,13 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
         if backend not in ("onnx", "int8"):
             raise errors.ConfigError(f"unknown backend {backend!r}; choose eager, onnx or int8")
         model = onnx_model(model, int8=backend == "int8", data_spec=data_spec)
+    transform = eval_transform(model.config.input, corrupt=specs, seed=seed)
     if holdout:
-        data = open_holdout(data_spec, split, holdout, eval_transform(model.config.input), model.config.label_names)
+        data = open_holdout(data_spec, split, holdout, transform, model.config.label_names)
     else:
-        data = open_split(data_spec, split, eval_transform(model.config.input), model.config.label_names)
+        data = open_split(data_spec, split, transform, model.config.label_names)
+    if limit:
+        data = Subset(data, range(min(limit, len(data))))
     member_logits = None
     if isinstance(model, EmoXNet):
         member_logits, features, targets = member_outputs(model, data, progress, batch_size)
@@ -64,12 +77,15 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
         fused, targets = predict_logits(model, data, batch_size, progress=progress, desc="eval")
     labels = model.config.label_names
     votes = open_votes(data_spec, split, holdout, labels)
+    if votes is not None and limit:
+        votes = votes[:limit]
     if votes is not None and len(votes) != len(targets):
         votes = None  # a reader whose soft split is not row for row its hard one: no vote cross-entropy
     t = temperature(reference)
     result = {"model": name, "data": data_spec, "split": split,
               **({"holdout": holdout, "validation": validation_record(data_spec, split, holdout, len(data))}
                  if holdout else {}),
+              **({"limit": limit} if limit else {}), **({"corrupt": specs, "seed": seed} if specs else {}),
               "backend": backend,
               "flip": bool(model.config.model_args.get("flip", False)),
               "temperature": t,
@@ -84,7 +100,8 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
                              for i, n in enumerate(model.member_names)}
     if plot:
         plot_confusion(result["confusion"], labels, plot,
-                       title=f"{name} on {split}: accuracy {result['accuracy']:.4f}")
+                       title=f"{name} on {split}{' under ' + ' + '.join(specs) if specs else ''}: "
+                             f"accuracy {result['accuracy']:.4f}")
         result["reliability_plot"] = reliability_path(plot)
         plot_reliability({"before (T = 1)": reliability(fused.softmax(1), targets),
                           f"after (T = {t:.3g})": reliability(probabilities(reference, fused), targets)},

@@ -197,3 +197,17 @@ def test_calibrate_saves_a_module_given_without_its_folder(fer_csv, tmp_path):
 def test_info_says_what_the_scores_are(cli, tiny, tmp_path):
     assert "raw softmax (no temperature fitted" in cli("info", tiny).output
     assert "softmax(logits / T), T = 2.5" in cli("info", with_temperature(tiny, tmp_path / "cal", 2.5)).output
+
+
+def test_training_from_a_calibrated_model_drops_its_temperature(cli, tiny, fer_csv, tmp_path):
+    """New weights make the temperature fitted to the old ones stale: a trained model is saved without it."""
+    labels = emozoo.data.open_dataset(str(fer_csv), "Training").label_names  # the same classes: no new head
+    model = emozoo.create("resnet10", width=0.25, label_names=labels)
+    model.config.calibration = {"temperature": 2.5}
+    start = emozoo.save_pretrained(model, tmp_path / "cal")
+    out = tmp_path / "tuned"
+    result = cli("train", "--init", start, "--data", fer_csv, "--epochs", 1, "--limit", 32, "--val-split", "none",
+                 "--batch-size", 16, "--num-workers", 0, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert emozoo.create(start, pretrained=True).config.calibration["temperature"] == 2.5
+    assert json.loads((out / "config.json").read_text()).get("calibration", {}) == {}

@@ -340,7 +340,7 @@ def test_model_card_says_when_emoxnetlite_flips():
 
 @pytest.mark.parametrize("name,heads", [
     ("emoxnetlite.ferplus", {"head.fc"}),
-    pytest.param("emoxnet.ferplus", {f"members.{i}.head.fc" for i in range(5)}, marks=pytest.mark.ensemble_weights),
+    pytest.param("emoxnet.ferplus", {f"members.{i}.head.fc" for i in range(6)}, marks=pytest.mark.ensemble_weights),
 ])
 def test_pretrained_with_other_classes_keeps_all_but_the_heads(name, heads, caplog):
     """timm's fine-tuning convention: create(..., pretrained=True, num_classes=N or label_names=...) loads every

@@ -23,7 +23,7 @@ CITATION = """@article{momin2021emoxnet,
 }"""
 #: config metric key -> (Hub metric id, column title)
 METRIC_NAMES = {"accuracy": ("accuracy", "accuracy"), "macro_f1": ("f1", "macro F1"),
-                "ece": ("ece", "ECE"), "n": ("n", "images")}
+                "ece": ("ece", "ECE"), "nll": ("nll", "NLL"), "n": ("n", "images")}
 
 
 def model_card(config: ModelConfig, repo_id: str, params: int | None = None, notes: str | None = None) -> str:
@@ -55,8 +55,8 @@ def _metadata(config: ModelConfig, repo_id: str):
                    dataset_type=dataset or "custom", dataset_name=f"{dataset or 'custom'} {split}",
                    dataset_split=split, metric_type=METRIC_NAMES[key][0], metric_name=METRIC_NAMES[key][1],
                    metric_value=value)
-        for split, metrics in _results(config).items()
-        for key, value in metrics.items() if key in METRIC_NAMES and key != "n"
+        for split, metrics in _results(config).items() if split != "holdout"  # the Hub indexes evaluations, not
+        for key, value in metrics.items() if key in METRIC_NAMES and key != "n"  # the validation split choices used
     ]
     return ModelCardData(library_name="emozoo", license=config.license or "unknown", tags=tags,
                          datasets=[dataset] if dataset else None, pipeline_tag="image-classification",
@@ -190,8 +190,18 @@ def _results_section(config: ModelConfig) -> str:
         lines += ["", f"Measured with `{config.metrics['command']}`."]
     if config.name and _dataset_name(config) and any(m.get("command") for m in results.values()):
         lines += ["", "Reproduce without the extras: " + ", ".join(
-            f"`emozoo eval {config.name} --data {_dataset_name(config)} --split {split}`" for split in results) + "."]
+            f"`emozoo eval {config.name} --data {_dataset_name(config)} {_split_args(config, split)}`"
+            for split in results) + "."]
     return "\n".join(lines)
+
+
+def _split_args(config: ModelConfig, split: str) -> str:
+    """The ``emozoo eval`` options naming ``split``: ``holdout`` is the validation split, a training holdout."""
+    if split != "holdout":
+        return f"--split {split}"
+    validation = config.recipe.get("validation") or {}
+    fraction = validation.get("holdout", config.recipe.get("holdout", 0.05))
+    return f"--split {validation.get('split', 'Training')} --holdout {fraction:g}"
 
 
 def _command(config: ModelConfig, split: str, metrics: dict[str, Any]) -> str:
@@ -199,7 +209,7 @@ def _command(config: ModelConfig, split: str, metrics: dict[str, Any]) -> str:
     if metrics.get("command"):
         return f"`{metrics['command']}`"
     if config.name and _dataset_name(config):
-        return f"`emozoo eval {config.name} --data {_dataset_name(config)} --split {split}`"
+        return f"`emozoo eval {config.name} --data {_dataset_name(config)} {_split_args(config, split)}`"
     return ""
 
 

@@ -29,6 +29,7 @@ def save_trained(model, out_dir, data_spec, split, val_split, recipe: Recipe, co
     if not Dist().main:
         return
     metrics = result["metrics"]
+    model.config.calibration = {}  # a temperature fitted to the weights training started from no longer applies
     save_pretrained(model, out_dir, dataset=f"{data_spec} ({split})",
                     recipe={"command": command, "split": split, **asdict(recipe), "steps": result["steps"],
                             "validation": validation},

@@ -27,6 +27,7 @@ LAYERS = [
     ("train, predict, bench, export", ["emozoo.train", "emozoo.inference", "emozoo.bench", "emozoo.export",
                                        "emozoo.workflows"]),
     ("publishing", ["emozoo._publish", "emozoo._modelcard"]),
+    ("HTTP API", ["emozoo.serve"]),
     ("command line", ["emozoo.cli"]),
     ("the package", ["emozoo"]),
 ]

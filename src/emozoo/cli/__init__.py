@@ -31,14 +31,14 @@ def build_cli() -> click.Group:
     """Build the root command group, with plugin commands (``register_commands``) added."""
     from .._version import __version__
     from ..plugins import call_register_commands
-    from . import bench, hub, models, plugins, predict, train
+    from . import bench, hub, models, plugins, predict, serve, train
 
     @click.group(cls=EmozooGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="emozoo")
     def cli():
         """emozoo: facial expression recognition models (EmoXNet, EmoXNetLite) and their plugins."""
 
-    for module in (models, plugins, train, hub, bench, predict):
+    for module in (models, plugins, train, hub, bench, predict, serve):
         for command in module.COMMANDS:
             cli.add_command(command)
     call_register_commands(cli)

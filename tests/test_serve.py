@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-pytest.importorskip("multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from emozoo.cli import main  # noqa: E402
-from emozoo.cli.serve import MISSING_EXTRA, host_warning  # noqa: E402
+from emozoo.cli.serve import MISSING_EXTRA, has_serve_extra, host_warning  # noqa: E402
 from emozoo.serve import create_app  # noqa: E402
+
+if not has_serve_extra():
+    pytest.skip("needs the serve extra: pip install 'emozoo[serve]'", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE = (ROOT / "examples" / "face.png").read_bytes()

@@ -1,6 +1,7 @@
 """``emozoo serve``: the HTTP API (FastAPI on uvicorn; the ``serve`` extra)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import click
@@ -21,11 +22,11 @@ def has_serve_extra() -> bool:
     """Whether fastapi, uvicorn and python-multipart can be imported."""
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         return False
-    return True
+    # python-multipart is `python_multipart` from 0.0.13 (its old name `multipart` warns), `multipart` before
+    return any(importlib.util.find_spec(name) for name in ("python_multipart", "multipart"))
 
 
 @click.command("serve")

@@ -28,11 +28,13 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
     naming the file; ``kept`` says what the failure left in place.
     """
     path = Path(path)
-    _write_bytes(path, tensors_to_bytes(tensors, metadata=metadata), kept or f"{path.name} is unchanged")
+    write_bytes_atomic(path, tensors_to_bytes(tensors, metadata=metadata), kept or f"{path.name} is unchanged")
     return path
 
 
-def _write_bytes(path: Path, data: bytes, kept: str) -> None:
+def write_bytes_atomic(path: Path, data: bytes, kept: str) -> None:
+    """Write ``data`` to ``path`` whole: into ``path.tmp`` first, then renamed; a failed write removes the partial
+    file and raises :func:`disk_full_error`'s one line, which says ``kept`` (what stays as it was)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_bytes(data)
@@ -100,7 +102,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, dtype: torch.dty
         pending.unlink(missing_ok=True)
         raise disk_full_error(pending, exc, kept) from None
     try:
-        _write_bytes(directory / WEIGHTS_NAME, data, kept)
+        write_bytes_atomic(directory / WEIGHTS_NAME, data, kept)
     except Exception:
         pending.unlink(missing_ok=True)
         raise

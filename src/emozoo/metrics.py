@@ -51,6 +51,12 @@ def reliability(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> l
     return rows
 
 
+def expected_calibration_error(rows: Sequence[dict]) -> float:
+    """ECE of a :func:`reliability` table: sum over bins of (bin's share of faces) x |accuracy - mean confidence|."""
+    n = sum(r["count"] for r in rows) or 1
+    return float(sum(r["count"] / n * abs(r["accuracy"] - r["confidence"]) for r in rows))
+
+
 def calibration_metrics(probs: torch.Tensor, targets: torch.Tensor, ece_bins: int = 15,
                         votes: torch.Tensor | None = None) -> dict:
     """How far probabilities ``(N, C)`` are from the truth, class indices ``targets`` ``(N,)``:
@@ -62,11 +68,10 @@ def calibration_metrics(probs: torch.Tensor, targets: torch.Tensor, ece_bins: in
       mean of ``-sum_c v_c log p_c``, the cross-entropy against the annotators' distribution.
     """
     p = probs.double()
-    n = len(targets)
     one_hot = torch.nn.functional.one_hot(targets.long(), p.shape[1]).double()
-    ece = sum(r["count"] / n * abs(r["accuracy"] - r["confidence"]) for r in reliability(p, targets, ece_bins))
     log_p = p.clamp(min=1e-12).log()
-    out = {"ece": float(ece), "nll": -log_p.gather(1, targets.long().view(-1, 1)).mean().item(),
+    out = {"ece": expected_calibration_error(reliability(p, targets, ece_bins)),
+           "nll": -log_p.gather(1, targets.long().view(-1, 1)).mean().item(),
            "brier": (p - one_hot).pow(2).sum(1).mean().item()}
     if votes is not None:
         if votes.shape != p.shape:
@@ -123,8 +128,7 @@ def plot_reliability(curves: dict[str, Sequence[dict]], path: str, title: str = 
         raise EmozooError("plots need matplotlib: pip install 'emozoo[plot]'") from None
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 4.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], curves.items()):
-        n = sum(r["count"] for r in rows) or 1
-        ece = sum(r["count"] / n * abs(r["accuracy"] - r["confidence"]) for r in rows)
+        ece = expected_calibration_error(rows)
         mids = [(r["lo"] + r["hi"]) / 2 for r in rows]
         widths = [r["hi"] - r["lo"] for r in rows]
         ax.bar(mids, [r["accuracy"] for r in rows], width=widths, edgecolor="black", color="tab:blue", label="accuracy")

@@ -1,8 +1,6 @@
 """Fitting a model's temperature on the validation split and saving it in the model's ``config.json``."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -11,7 +9,7 @@ from torch import nn
 from .. import errors
 from .._builder import as_folder, create
 from .._config import CONFIG_NAME, WEIGHTS_NAME
-from .._weights import disk_full_error, save_pretrained, sha256_file
+from .._weights import save_pretrained, sha256_file, write_bytes_atomic
 from ..calibration import fit_temperature
 from ..data import eval_transform
 from ..metrics import calibration_metrics
@@ -55,8 +53,7 @@ def calibrate_model(model: str | nn.Module, data_spec: str, out_dir: str | Path,
             else open_split(data_spec, split, transform, labels))
     logits, targets = predict_logits(model, data, batch_size, progress=progress, desc="calibrate")
     t = fit_temperature(logits, targets)
-    votes = open_votes(data_spec, split, holdout, labels)
-    votes = votes if votes is not None and len(votes) == len(targets) else None
+    votes = open_votes(data_spec, split, holdout, labels, n=len(targets))
     before = calibration_metrics(logits.softmax(1), targets, votes=votes)
     after = calibration_metrics((logits / t).softmax(1), targets, votes=votes)
     calibration = {"temperature": t, "data": data_spec, "split": split, "holdout": holdout or None, "n": len(targets),
@@ -82,22 +79,11 @@ def _half_is_lossless(model: nn.Module) -> bool:
 
 def _write_config_beside(config, weights: Path, out_dir: Path) -> None:
     """Make ``out_dir`` the model folder of ``weights`` (copied unless already there) and ``config``, each file written
-    whole under a temporary name and renamed: the weights first, so a kill leaves the old model or the new one."""
+    whole under a temporary name and renamed: the weights first, so a kill leaves the old model or the new one (a
+    pending ``config.json.tmp`` names these weights by their sha, and emozoo.create completes it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     kept = f"the model in {out_dir} is unchanged"
     target = out_dir / WEIGHTS_NAME
     if not (target.exists() and target.resolve() == weights.resolve()):
-        tmp = target.with_name(WEIGHTS_NAME + ".tmp")
-        try:
-            shutil.copyfile(weights, tmp)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise disk_full_error(tmp, exc, kept) from None
-        os.replace(tmp, target)
-    tmp = out_dir / (CONFIG_NAME + ".tmp")  # the pending config emozoo.create completes (its sha names these weights)
-    try:
-        tmp.write_text(config.to_json())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise disk_full_error(tmp, exc, kept) from None
-    os.replace(tmp, out_dir / CONFIG_NAME)
+        write_bytes_atomic(target, weights.read_bytes(), kept)
+    write_bytes_atomic(out_dir / CONFIG_NAME, config.to_json().encode(), kept)

@@ -76,11 +76,7 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     else:
         fused, targets = predict_logits(model, data, batch_size, progress=progress, desc="eval")
     labels = model.config.label_names
-    votes = open_votes(data_spec, split, holdout, labels)
-    if votes is not None and limit:
-        votes = votes[:limit]
-    if votes is not None and len(votes) != len(targets):
-        votes = None  # a reader whose soft split is not row for row its hard one: no vote cross-entropy
+    votes = open_votes(data_spec, split, holdout, labels, n=len(targets), limit=limit)
     t = temperature(reference)
     result = {"model": name, "data": data_spec, "split": split,
               **({"holdout": holdout, "validation": validation_record(data_spec, split, holdout, len(data))}

@@ -29,9 +29,12 @@ def open_holdout(spec: str, split: str, fraction: float, transform=None, label_n
 
 
 
-def open_votes(spec: str, split: str, holdout: float | None = None, label_names=None) -> torch.Tensor | None:
+def open_votes(spec: str, split: str, holdout: float | None = None, label_names=None, *, n: int | None = None,
+               limit: int | None = None) -> torch.Tensor | None:
     """The annotators' vote distributions ``(N, C)`` of the faces :func:`open_split` (or, with ``holdout``,
-    :func:`open_holdout`) gives, in the same order; None for data without votes (anything but FER+)."""
+    :func:`open_holdout`) gives, in the same order, the first ``limit`` of them with ``limit``; None for data without
+    votes (anything but FER+), and None when ``n`` is given and their number is not ``n`` (a reader whose soft split
+    is not row for row its hard one)."""
     try:
         data = open_dataset(spec, split, target="soft", label_names=label_names)
     except (TypeError, errors.DataError):
@@ -40,7 +43,9 @@ def open_votes(spec: str, split: str, holdout: float | None = None, label_names=
     if soft is None:
         return None
     votes = torch.as_tensor(soft, dtype=torch.float32)
-    return votes[holdout_split(len(votes), holdout)[1]] if holdout else votes
+    votes = votes[holdout_split(len(votes), holdout)[1]] if holdout else votes
+    votes = votes[:limit] if limit else votes
+    return None if n is not None and len(votes) != n else votes
 
 
 #: the validation split: the part of the training split that a run's ``--holdout`` kept aside. Every choice (epochs,

@@ -216,3 +216,40 @@ def test_fer_peer_sees_the_same_spoilt_faces_at_64_px_and_is_scored_on_the_share
     cell = peer.score("blur", args)
     assert cell["n"] == 20 and cell["dropped_contempt"] == 0
     assert np.isclose(cell["accuracy"], sum(i % 7 == FER2013_LABELS.index("happy") for i in range(20)) / 20)
+
+
+def test_corrupt_batch_keeps_the_normalisation_and_spares_or_spoils_every_image():
+    from emozoo.data.transforms import corrupt_batch
+
+    spec = {"in_chans": 1, "size": [48, 48], "mean": [0.5], "std": [0.25]}
+    x = (torch.rand(8, 1, 48, 48, generator=torch.Generator().manual_seed(0)) - 0.5) / 0.25
+    assert torch.equal(corrupt_batch(x, spec, 0.0), x)
+    out = corrupt_batch(x, spec, 1.0, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and all(not torch.allclose(a, b) for a, b in zip(out, x))
+    assert out.min() >= -2 - 1e-5 and out.max() <= 2 + 1e-5  # pixels in [0, 1] under mean 0.5, std 0.25
+
+
+def test_training_with_corrupt_shows_the_teacher_the_clean_faces_and_the_student_the_spoilt_ones(tmp_path):
+    """Recipe.corrupt ("clean teaching"): the online teacher scores each batch before it is corrupted."""
+    import emozoo
+    from emozoo.builtins.distill import KDLoss
+    from emozoo.train import Recipe, fit
+
+    torch.manual_seed(0)
+    images = torch.rand(32, 1, 48, 48)
+    data = torch.utils.data.TensorDataset((images - 0.5) / 0.5, torch.randint(0, 8, (32,)))
+    student = emozoo.create("resnet10", width=0.25)
+    teacher = emozoo.create("resnet10", width=0.25).eval()
+    seen = {"student": [], "teacher": []}
+    student.register_forward_pre_hook(lambda m, args: seen["student"].append(args[0].detach().clone()))
+    teacher.register_forward_pre_hook(lambda m, args: seen["teacher"].append(args[0].detach().clone()))
+    recipe = Recipe(epochs=1, batch_size=16, augment="none", batch_augment=True, corrupt=1.0, num_workers=0,
+                    amp=False, warmup_epochs=0)
+    fit(student, data, None, recipe, tmp_path, progress=False, distill_loss=KDLoss(), teacher=teacher)
+    pairs = list(zip(seen["student"], seen["teacher"]))
+    assert len(pairs) == 2
+    for spoilt, clean in pairs:
+        assert all(any(torch.equal(face, d) for d in data.tensors[0]) for face in clean)  # as the data holds them
+        assert all(not torch.allclose(a, b) for a, b in zip(spoilt, clean))  # every student face corrupted
+    with pytest.raises(emozoo.ConfigError, match="batch_augment"):
+        Recipe(corrupt=0.5)

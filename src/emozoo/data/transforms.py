@@ -118,6 +118,14 @@ def train_transform(input_spec, strength: str = "default") -> v2.Compose:
     return _pipeline(input_spec, AUGMENT_STRENGTHS[strength])
 
 
+def _batch_mean_std(input_spec, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spec's per-channel mean and std as ``(1, C, 1, 1)`` tensors on ``x``'s device and dtype (to undo and
+    redo the normalisation of a batch ``x``)."""
+    _, _, mean, std = _read_spec(input_spec)
+    return (torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1),
+            torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1))
+
+
 def augment_batch(x: torch.Tensor, input_spec, strength: str = "default",
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """:func:`train_transform`'s face augmentation applied to a whole normalised batch at once.
@@ -136,15 +144,13 @@ def augment_batch(x: torch.Tensor, input_spec, strength: str = "default",
     if x.ndim != 4:
         raise ConfigError(f"augment_batch expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
     a = AUGMENT_STRENGTHS[strength]
-    _, _, mean, std = _read_spec(input_spec)
+    mean_t, std_t = _batch_mean_std(input_spec, x)
     b, c, h, w = x.shape
     dev = x.device
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(b, generator=generator, device=dev)
 
-    mean_t = torch.tensor(mean, device=dev, dtype=x.dtype).view(1, c, 1, 1)
-    std_t = torch.tensor(std, device=dev, dtype=x.dtype).view(1, c, 1, 1)
     pixels = x * std_t + mean_t
     # geometry: output point o samples the input at F (A^-1 (o - t)), A = scale * rotation, F = optional mirror
     angle = uniform(-a["degrees"], a["degrees"]) * (math.pi / 180)
@@ -189,9 +195,7 @@ def corrupt_batch(x: torch.Tensor, input_spec, p: float, generator: torch.Genera
 
     if p <= 0:
         return x
-    _, _, mean, std = _read_spec(input_spec)
-    mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    mean_t, std_t = _batch_mean_std(input_spec, x)
     pixels = (x * std_t + mean_t).clamp(0, 1)
     return (random_corrupt(pixels, p, generator) - mean_t) / std_t
 

@@ -60,7 +60,7 @@ def create_app(model: Any = "emoxnetlite", detector: Any = "auto", api_key: str 
     """
     from .._version import __version__
     from ..calibration import temperature
-    from ..inference import Predictor
+    from ..inference import Predictor, load_image
 
     max_bytes = max_bytes or _env_int(ENV["max_bytes"], DEFAULT_MAX_BYTES)
     max_images = max_images or _env_int(ENV["max_images"], DEFAULT_MAX_IMAGES)
@@ -99,7 +99,7 @@ def create_app(model: Any = "emoxnetlite", detector: Any = "auto", api_key: str 
         calibrated probability is below ``min_confidence`` is labelled ``uncertain``."""
         try:
             min_confidence_ = _check(min_confidence)
-            images = [(name, _decode(data, name)) for name, data in await _read_images(request, max_bytes, max_images)]
+            images = [(name, load_image(data, name)) for name, data in await _read_images(request, max_bytes, max_images)]
         except DataError as exc:
             raise HTTPException(400, str(exc)) from None
         return {"predictions": await run_in_threadpool(_predict, predictor, lock, images, min_confidence_)}
@@ -120,12 +120,6 @@ def _check(min_confidence: float) -> float:
         return check_min_confidence(min_confidence)
     except ConfigError as exc:
         raise DataError(str(exc)) from None
-
-
-def _decode(data: bytes, name: str):
-    from ..inference import load_image
-
-    return load_image(data, name)
 
 
 def _predict(predictor, lock, images, min_confidence) -> list[dict[str, Any]]:

@@ -43,9 +43,15 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 @click.option("--flip/--no-flip", default=None,
               help="Turn test-time flip (face and mirror averaged) on or off for emoxnet / emoxnetlite "
                    "[default: as published].")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Spread images and video segments over a Ray cluster: a local one (--ray alone, put after "
+                   "PATHS) or the one at ADDRESS (--ray=auto, --ray=HOST:6379, --ray=ray://HOST:10001). "
+                   "Needs pip install 'emozoo[ray]'.")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="With --ray: worker processes, one CPU each [default: one per cluster CPU].")
 @click.pass_context
 def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, annotate_dir, every, smooth, camera,
-                min_face, min_confidence, device, flip):
+                min_face, min_confidence, device, flip, ray_address, ray_workers):
     """Find the faces in PATHS (images, videos, directories, glob patterns) and classify their expressions.
 
     Prints one line per face, or writes --json / --csv with every label's calibrated score, the margin
@@ -65,6 +71,8 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
         raise click.UsageError("give at least one PATH (image, video, directory or glob pattern) or --camera INDEX")
     if as_json and csv_path == "-":
         raise click.UsageError("--json and --csv - both write to standard output: give --csv a FILE")
+    if ray_address is not None and (camera is not None or annotate_dir):
+        raise click.UsageError("--ray reads files on its workers: it does not take --camera or --annotate")
     device = resolve_device(device)  # before any work: a device this machine lacks is a one-line error
     min_confidence = check_min_confidence(min_confidence)
     csv_file = _open_output(csv_path) if csv_path else None
@@ -72,7 +80,7 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
     try:
         annotator = _Annotator(annotate_dir, every) if annotate_dir else None
         window = _overlay_window(writes_files=bool(as_json or csv_path or annotate_dir)) if camera is not None else None
-        model = create(model, pretrained=True, flip=flip)
+        model_name, model = model, create(model, pretrained=True, flip=flip)
         predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device,
                               min_confidence=min_confidence)
     except BaseException:
@@ -83,7 +91,15 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
     rows = _CsvWriter(csv_file, predictor.labels, predictor.member_names) if csv_file else None
     records, failed, faces = [], 0, 0
     try:
-        for pred in predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window)):
+        if ray_address is not None:
+            from ..inference.ray import predict_ray
+
+            stream = predict_ray(inputs, model_name, detector, address=ray_address or None, num_workers=ray_workers,
+                                 batch_size=batch_size, every=every, smooth=smooth, min_face=min_face,
+                                 min_confidence=min_confidence, flip=flip, device=str(device))
+        else:
+            stream = predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window))
+        for pred in stream:
             failed += pred.error is not None
             faces += len(pred.faces)
             if pred.error:

@@ -1,0 +1,313 @@
+"""Predicting on a Ray cluster: :func:`predict_ray`, the same :class:`Prediction` records as :class:`Predictor`.
+
+The inputs are expanded on the driver (as :func:`emozoo.inference.expand_inputs` does) into tasks: groups of image
+files, and for videos frame ranges (segments) of ``segment_frames`` frames read by seeking. Ray Data's
+``map_batches`` hands the tasks to a pool of actors, each of which builds its :class:`Predictor` (model and face
+detector) once and reuses it for every task it gets. Results stream back in input order and are the same, row by
+row, as a single-process run:
+
+- Each face's scores depend only on its own crop, so splitting the work changes none of them.
+- Track numbers are cross-frame state: the driver renumbers the faces of every video frame, in order, with the same
+  :class:`Tracker` the single-process path uses (without smoothing the scores pass through it unchanged, so only the
+  numbers are replayed). With ``smooth > 0`` the smoothed scores depend on every earlier frame, so each video is then
+  one task, read whole by one worker, exactly as in one process.
+- A video that cannot be read to its end stops where one process would stop: the segments after the first one that
+  could not read on are dropped.
+
+Seeking is checked: when ``CAP_PROP_POS_FRAMES`` does not land on the asked frame, the segment is read by decoding
+from the start and skipping. A worker that dies is restarted and its task retried (``max_retries`` times); a task
+that still fails gives each of its inputs an ``error``, and the run goes on. Paths must be readable at the same
+place on every node of the cluster (a shared or copied folder), and emozoo, its plugins and the model weights must
+be installed on every node.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .engine import check_min_confidence
+from .results import FacePrediction, Prediction
+from .sources import CAMERA_PREFIX, IMAGE_EXTS, VIDEO_EXTS, expand_inputs
+from .tracking import Tracker
+
+INSTALL_HINT = "Ray is not installed: pip install 'emozoo[ray]' (or pip install 'ray[data]')"
+
+
+def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto", *, address: str | None = None,
+                num_workers: int | None = None, batch_size: int = 32, every: int = 1, smooth: float = 0.0,
+                min_face: float = 0, min_confidence: float = 0.0, flip: bool | None = None, device: str | None = None,
+                images_per_task: int = 16, segment_frames: int = 64, max_retries: int = 3) -> Iterator[Prediction]:
+    """Yield a :class:`Prediction` per image and per ``every``-th video frame, in input order, computed by
+    ``num_workers`` Ray actors; the records are those of :func:`emozoo.iter_predict` on the same inputs.
+
+    - ``inputs``: paths (files, folders, glob patterns), as for :func:`emozoo.predict`; arrays, bytes and cameras
+      are refused (workers read files).
+    - ``model``: a name as ``emozoo.create(model, pretrained=True, flip=flip)`` takes (each worker loads it once),
+      or a model made by :func:`emozoo.create` (sent to the workers through Ray's object store).
+    - ``address``: None starts a local Ray instance (``ray.init()``) and stops it at the end, unless Ray is already
+      initialised in this process; ``"auto"``, ``"HOST:6379"`` or ``"ray://HOST:10001"`` joins that cluster.
+    - ``num_workers``: actors, one CPU each (and one GPU each when ``device`` is cuda); None: one per cluster CPU.
+    - ``images_per_task``: image files per task; ``segment_frames``: video frames per task (``smooth > 0``: each
+      video is one task); ``max_retries``: restarts of a dead worker and retries of its task.
+    - ``batch_size``, ``every``, ``smooth``, ``min_face``, ``min_confidence``, ``device``: as :func:`emozoo.predict`.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
+    for name, value in (("every", every), ("batch_size", batch_size), ("images_per_task", images_per_task),
+                        ("segment_frames", segment_frames)):
+        if int(value) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if not 0 <= smooth < 1:
+        raise ConfigError(f"smooth must be in [0, 1) (0: no smoothing), got {smooth}")
+    if num_workers is not None and num_workers < 1:
+        raise ConfigError(f"num_workers must be at least 1, got {num_workers}")
+    check_min_confidence(min_confidence)
+    tasks = plan_tasks(expand_inputs(inputs), every, segment_frames if smooth == 0 else None, images_per_task)
+    settings = dict(model=model, detector=detector, flip=flip, batch_size=batch_size, every=every, smooth=smooth,
+                    min_face=min_face, min_confidence=min_confidence, device=device)
+    return _stream(ray, address, tasks, settings, num_workers, max_retries)
+
+
+def _stream(ray, address, tasks, settings, num_workers, max_retries) -> Iterator[Prediction]:
+    """Start or join the cluster, run the tasks, and stop the cluster this started."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        if not isinstance(settings["model"], str):
+            settings = dict(settings, model=ray.put(settings["model"]))
+        yield from _run(ray, tasks, settings, num_workers, max_retries, settings["device"])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def plan_tasks(items: list[Any], every: int, segment_frames: int | None, images_per_task: int) -> list[dict]:
+    """The work as rows ``{"task", "item", "source", "start", "stop", "whole"}``: image files share a ``task`` (up
+    to ``images_per_task``), a video is split into segments ``[start, stop)`` of about ``segment_frames`` frames
+    (a multiple of ``every``; ``stop`` -1: to the end; ``segment_frames`` None: whole videos), and anything else
+    (a video that cannot be opened, a missing path, an empty folder) is one ``whole`` task read as one process
+    would read it."""
+    rows, task, in_task = [], -1, images_per_task
+    for item, entry in enumerate(items):
+        if not isinstance(entry, (str, Path)) or str(entry).startswith(CAMERA_PREFIX) or str(entry) == "-":
+            raise ConfigError(f"{str(entry)[:60]!r}: Ray workers read files: give paths (files, folders, glob patterns), "
+                              "not arrays, bytes, standard input or a camera")
+        source, path = str(entry), Path(entry)
+        if path.suffix.lower() in IMAGE_EXTS and path.is_file():
+            if in_task >= images_per_task:
+                task, in_task = task + 1, 0
+            rows.append(dict(task=task, item=item, source=source, start=-1, stop=-1, whole=False))
+            in_task += 1
+            continue
+        in_task = images_per_task  # the next image starts a new task, so tasks stay in input order
+        total = _frame_count(path) if segment_frames and path.suffix.lower() in VIDEO_EXTS and path.is_file() else 0
+        step = every * math.ceil(segment_frames / every) if segment_frames else 0
+        if total <= step:
+            task += 1
+            rows.append(dict(task=task, item=item, source=source, start=-1, stop=-1, whole=True))
+            continue
+        for start in range(0, total, step):
+            task += 1
+            stop = start + step if start + step < total else -1
+            rows.append(dict(task=task, item=item, source=source, start=start, stop=stop, whole=False))
+    return rows
+
+
+def _frame_count(path: Path) -> int:
+    """The frame count a video declares (0 when OpenCV cannot open it or does not know)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+    finally:
+        cap.release()
+
+
+def _run(ray, rows: list[dict], settings: dict, num_workers, max_retries, device) -> Iterator[Prediction]:
+    if not rows:
+        return
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.execution_options.preserve_order, ctx.max_errored_blocks, ctx.enable_progress_bars
+    ctx.execution_options.preserve_order = True  # results come back in input order, so videos can be renumbered
+    ctx.max_errored_blocks = -1                  # a task that fails after its retries becomes its inputs' errors
+    ctx.enable_progress_bars = False
+    try:
+        workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        tasks: dict[int, list[dict]] = {}
+        for row in rows:
+            tasks.setdefault(row["task"], []).append(row)
+        # one task per block, so a block that fails loses one task, which is then reported input by input
+        ds = ray.data.from_items([{"task": t, "units": json.dumps(units)} for t, units in tasks.items()],
+                                 override_num_blocks=len(tasks))
+        with warnings.catch_warnings():  # Ray 2.60 names no parameter for these yet (pyproject pins ray < 2.64)
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+            ds = ds.map_batches(RayPredictor, fn_constructor_kwargs=settings, batch_size=None,
+                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                                num_gpus=1 if str(device or "cpu").startswith("cuda") else 0,
+                                max_restarts=max_retries, max_task_retries=max_retries)
+        yield from _collect(ds.iter_rows(), tasks, settings["smooth"])
+    finally:
+        ctx.execution_options.preserve_order, ctx.max_errored_blocks, ctx.enable_progress_bars = saved
+
+
+def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], smooth: float) -> Iterator[Prediction]:
+    """The predictions of the result rows, in order: a task that never came back becomes its inputs' errors, the
+    segments after the one where a video stopped are dropped, and without smoothing the track numbers of video
+    frames are replayed in order, as one process numbers them."""
+    tracker, stopped, expected = Tracker(0.0), {}, 0
+
+    def finish(pred: Prediction) -> Prediction:
+        if smooth == 0 and pred.frame is not None:
+            for face, (_, track) in zip(pred.faces, tracker.update(pred, pred.faces, np.zeros((len(pred.faces), 1)))):
+                face.track = track
+        return pred
+
+    def lost(task: int) -> Iterator[Prediction]:
+        for row in tasks[task]:
+            if row["item"] not in stopped:
+                where = "" if row["start"] < 0 else f" frames {row['start']} to {row['stop'] if row['stop'] >= 0 else 'end'}:"
+                yield finish(Prediction(row["source"], error=f"{row['source']}:{where} the Ray worker failed on this "
+                                                          "input after its retries (see the Ray logs)"))
+
+    for result in results:
+        task, item = int(result["task"]), int(result["item"])
+        for missing in range(expected, task):
+            yield from lost(missing)
+        expected = max(expected, task + 1)
+        if stopped.get(item, task) < task:
+            continue
+        if result["record"]:
+            yield finish(decode(result["record"]))
+        if result["stopped"]:
+            stopped[item] = task
+    for missing in range(expected, max(tasks) + 1):
+        yield from lost(missing)
+
+
+class RayPredictor:
+    """The callable class Ray Data's ``map_batches`` runs in each actor: one :class:`Predictor`, built once, and
+    called on each task (a block of one row: its units as JSON)."""
+
+    def __init__(self, model, detector, flip, batch_size, every, smooth, min_face, min_confidence, device):
+        from .._builder import create
+        from .engine import Predictor
+
+        if type(model).__name__ == "ObjectRef":
+            import ray
+
+            model = ray.get(model)
+        elif isinstance(model, str):
+            model = create(model, pretrained=True, flip=flip)
+        self.predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device,
+                                   min_confidence=min_confidence)
+        self.every, self.smooth = every, smooth
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for units in batch["units"]:
+            units = json.loads(units)
+            images = [u for u in units if u["start"] < 0 and not u["whole"]]
+            if images:
+                out += self._guarded(images, lambda images=images: self._images(images))
+            for u in units:
+                if u["start"] >= 0 or u["whole"]:
+                    out += self._guarded([u], lambda u=u: self._video(u))
+        return {key: np.array([o[key] for o in out], dtype=object if key == "record" else None)
+                for key in ("task", "item", "record", "stopped")}
+
+    def _guarded(self, units, work) -> list[dict]:
+        """``work()``'s output rows, or, if it raises, one error row per input (a bug must not end the run)."""
+        try:
+            return work()
+        except Exception as exc:  # noqa: BLE001 - becomes these inputs' error, as in the single-process path
+            text = " ".join(str(exc).split())[:300]
+            return [_row(u, Prediction(u["source"], error=f"{u['source']}: {type(exc).__name__}: {text}"))
+                    for u in units]
+
+    def _images(self, units) -> list[dict]:
+        preds = list(self.predictor([u["source"] for u in units], every=self.every, progress=False))
+        if len(preds) != len(units):  # a file that changed since the driver looked: one by one
+            return [o for u in units for o in self._video(dict(u, whole=True))]
+        return [_row(u, p) for u, p in zip(units, preds)]
+
+    def _video(self, u) -> list[dict]:
+        if u["whole"]:
+            return [_row(u, p) for p in self.predictor([u["source"]], every=self.every, smooth=self.smooth,
+                                                       progress=False)]
+        frames, ended = read_segment(u["source"], u["start"], u["stop"], self.every)
+        if not frames and u["start"] == 0:  # what one process says of a video with no readable frame
+            return self._video(dict(u, whole=True))
+        out = []
+        for i in range(0, len(frames), self.predictor.batch_size):
+            chunk = frames[i:i + self.predictor.batch_size]
+            for (index, seconds, _), pred in zip(chunk, self.predictor([image for _, _, image in chunk], progress=False)):
+                if pred.error and pred.error.startswith(pred.source + ": "):
+                    pred.error = u["source"] + pred.error[len(pred.source):]
+                pred.source, pred.frame, pred.time = u["source"], index, seconds
+                out.append(_row(u, pred))
+        out = out or [dict(task=u["task"], item=u["item"], record="", stopped=False)]  # says the task came back
+        return [dict(o, stopped=ended) for o in out]
+
+
+def read_segment(source: str, start: int, stop: int, every: int) -> tuple[list[tuple[int, float | None, np.ndarray]], bool]:
+    """``([(frame index, seconds, RGB image)], ended)`` of every ``every``-th frame (by absolute index) in
+    ``[start, stop)`` of a video (``stop`` -1: to the end); ``ended`` is True when a frame could not be read before
+    ``stop`` (one process stops reading there). Seeks with ``CAP_PROP_POS_FRAMES``, and when the capture does not
+    report the asked position, decodes from the start and skips instead."""
+    import cv2
+
+    cap = cv2.VideoCapture(source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    if start and not (cap.set(cv2.CAP_PROP_POS_FRAMES, start) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start):
+        cap.release()
+        cap = cv2.VideoCapture(source)
+        for _ in range(start):
+            if not cap.grab():
+                break
+    frames, index, ended = [], start, False
+    try:
+        while stop < 0 or index < stop:
+            if index % every:
+                ok = cap.grab()
+            else:
+                ok, bgr = cap.read()
+                if ok:
+                    frames.append((index, index / fps if fps > 0 else None, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            if not ok:
+                ended = True
+                break
+            index += 1
+    finally:
+        cap.release()
+    return frames, ended
+
+
+def _row(unit: dict, pred: Prediction) -> dict:
+    return dict(task=unit["task"], item=unit["item"], record=encode(pred), stopped=False)
+
+
+def encode(pred: Prediction) -> str:
+    """A :class:`Prediction` (without its image) as JSON that :func:`decode` turns back into an equal one: every
+    float exact, unlike ``as_dict()``, which rounds for display."""
+    faces = [dict(vars(f), box=[float(v) for v in f.box], confidence=float(f.confidence)) for f in pred.faces]
+    return json.dumps(dict(source=pred.source, frame=pred.frame, time=pred.time, size=pred.size, faces=faces,
+                           error=pred.error))
+
+
+def decode(text: str) -> Prediction:
+    """The :class:`Prediction` of :func:`encode`'s JSON."""
+    d = json.loads(text)
+    faces = [FacePrediction(**dict(f, box=tuple(f["box"]))) for f in d.pop("faces")]
+    return Prediction(**dict(d, size=tuple(d["size"]) if d["size"] else None), faces=faces)

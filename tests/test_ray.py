@@ -1,0 +1,158 @@
+"""emozoo.inference.ray.predict_ray and `emozoo predict --ray`: the same records as one process, on a local
+Ray cluster of 2 CPUs started once for the module; video segments read by seeking; a killed worker; bad inputs."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+
+import emozoo
+from emozoo.inference import expand_inputs
+from emozoo.inference.ray import decode, encode, plan_tasks, read_segment
+
+MODEL = "emoxnetlite"  # the shipped weights: every worker loads them by name, as on a real cluster
+
+
+def records(preds):
+    return [p.as_dict() for p in preds]
+
+
+def by_source_frame(rows):
+    return sorted(rows, key=lambda r: (r["source"], -1 if r["frame"] is None else r["frame"]))
+
+
+def write_video(path, frames, fourcc="MJPG", face=None):
+    """``frames`` frames of 320x240 at 10 fps, the face moving right 4 pixels a frame over a grey ramp that
+    changes with the frame number (so every frame differs)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (320, 240))
+    for i in range(frames):
+        frame = np.full((240, 320, 3), (40 + 3 * i) % 256, np.uint8)
+        if face is not None:
+            frame[50:190, 10 + 4 * i:150 + 4 * i] = face
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """8 variants of the astronaut photo, a corrupt JPEG, a text file named .jpg, and a 30-frame video."""
+    d = tmp_path_factory.mktemp("ray-inputs")
+    photo = Image.open(REPO / "examples" / "astronaut.jpg").convert("RGB").resize((256, 256), Image.BILINEAR)
+    for i in range(8):
+        variant = photo.rotate(4 * i)
+        (variant.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else variant).save(d / f"photo{i}.jpg", quality=90)
+    (d / "corrupt.jpg").write_bytes((d / "photo0.jpg").read_bytes()[:500])
+    (d / "notes.jpg").write_text("not a picture")
+    face = cv2.cvtColor(np.asarray(photo.crop((60, 5, 164, 109)).resize((140, 140))), cv2.COLOR_RGB2BGR)
+    write_video(d / "clip.avi", 30, face=face)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'emozoo[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def single(folder):
+    return records(emozoo.predict(folder, MODEL, detector="haar"))
+
+
+def run(folder, **kwargs):
+    from emozoo.inference.ray import predict_ray
+
+    kwargs = {"detector": "haar", "num_workers": 2, "segment_frames": 8, "images_per_task": 3, **kwargs}
+    return records(predict_ray(folder, MODEL, **kwargs))
+
+
+def test_two_workers_give_the_single_process_records_row_by_row(cluster, folder, single):
+    tasks = plan_tasks(expand_inputs(folder), 1, 8, 3)
+    assert [(t["start"], t["stop"]) for t in tasks if t["source"].endswith(".avi")] == [(0, 8), (8, 16), (16, 24),
+                                                                                        (24, -1)]
+    got = run(folder)
+    assert by_source_frame(got) == by_source_frame(single)
+    assert got == single  # and in the same order: input order, frames ascending
+    video = [r for r in got if r["frame"] is not None]
+    assert [r["frame"] for r in video] == list(range(30)) and {f["track"] for r in video for f in r["faces"]} == {0}
+    errors = {os.path.basename(r["source"]): r["error"] for r in got if r["error"]}
+    assert set(errors) == {"corrupt.jpg", "notes.jpg"}                         # per-row errors, not a dead job
+    assert "truncated or corrupt image" in errors["corrupt.jpg"] and "not an image" in errors["notes.jpg"]
+
+
+def test_every_nth_frame_and_smoothing(cluster, folder):
+    assert run(folder, every=3) == records(emozoo.predict(folder, MODEL, detector="haar", every=3))
+    smooth = records(emozoo.predict(folder / "clip.avi", MODEL, detector="haar", every=2, smooth=0.6))
+    assert run(folder / "clip.avi", every=2, smooth=0.6) == smooth  # smoothing keeps the video whole
+    assert plan_tasks(expand_inputs(folder / "clip.avi"), 2, None, 3)[0]["whole"]
+
+
+def test_a_worker_killed_on_its_first_batch_loses_no_row(cluster, folder, single, tmp_path):
+    marker = tmp_path / "killed-once"
+
+    class DiesOnce:
+        """Haar, but the first detect() anywhere kills its worker process (as an OOM kill or a segfault would)."""
+
+        def __init__(self, marker):
+            self.marker, self.inner = str(marker), None
+
+        def detect(self, image):
+            if not os.path.exists(self.marker):
+                open(self.marker, "w").close()
+                os._exit(1)
+            if self.inner is None:
+                self.inner = emozoo.create_detector("haar")
+            return self.inner.detect(image)
+
+    got = run(folder, detector=DiesOnce(marker))
+    assert marker.exists() and by_source_frame(got) == by_source_frame(single)
+
+
+def test_cli_ray_matches_the_plain_run(cluster, cli, folder):
+    plain = cli("predict", folder, "--detector", "haar", "--json")
+    spread = cli("predict", folder, "--detector", "haar", "--json", "--ray", "--ray-workers", 2)
+    assert plain.exit_code == spread.exit_code == 1  # two bad inputs
+    out = [json.loads(r.stdout) for r in (plain, spread)]
+    assert out[0] == out[1] and len(out[0]) == 8 + 2 + 30
+
+
+def test_cli_ray_refuses_the_camera_and_annotate(cli, folder, tmp_path):
+    result = cli("predict", folder, "--annotate", tmp_path, "--ray")
+    assert result.exit_code == 2 and "--ray reads files on its workers" in result.output
+
+
+def test_without_ray_installed_the_option_says_how_to_install_it(cli, folder, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    result = cli("predict", folder / "photo0.jpg", "--detector", "haar", "--ray")
+    assert result.exit_code == 1 and "pip install 'emozoo[ray]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fourcc,ext", [("MJPG", "avi"), ("mp4v", "mp4")])
+def test_a_segment_read_by_seeking_has_exactly_the_frames_read_in_sequence(tmp_path, fourcc, ext):
+    path = write_video(tmp_path / f"ramp.{ext}", 40, fourcc)
+    cap, sequence = cv2.VideoCapture(str(path)), []
+    while (frame := cap.read())[0]:
+        sequence.append(cv2.cvtColor(frame[1], cv2.COLOR_BGR2RGB))
+    cap.release()
+    assert len(sequence) == 40
+    frames, ended = read_segment(str(path), 17, 29, 3)
+    assert [i for i, _, _ in frames] == [18, 21, 24, 27] and not ended
+    assert all(np.array_equal(image, sequence[i]) for i, _, image in frames)
+    assert frames[0][1] == pytest.approx(1.8)
+    tail, ended = read_segment(str(path), 32, -1, 1)
+    assert [i for i, _, _ in tail] == list(range(32, 40)) and ended
+    assert all(np.array_equal(image, sequence[i]) for i, _, image in tail)
+
+
+def test_records_travel_with_every_float_exact(folder):
+    pred = emozoo.predict(folder / "photo1.jpg", MODEL, detector="haar")[0]
+    assert pred.faces and decode(encode(pred)) == pred

@@ -86,14 +86,13 @@ def test_two_workers_give_the_single_process_records_row_by_row(cluster, folder,
     assert "truncated or corrupt image" in errors["corrupt.jpg"] and "not an image" in errors["notes.jpg"]
 
 
-def test_every_nth_frame_and_smoothing(cluster, folder):
-    assert run(folder, every=3) == records(emozoo.predict(folder, MODEL, detector="haar", every=3))
+def test_smoothing_keeps_each_video_whole(cluster, folder):
     smooth = records(emozoo.predict(folder / "clip.avi", MODEL, detector="haar", every=2, smooth=0.6))
     assert run(folder / "clip.avi", every=2, smooth=0.6) == smooth  # smoothing keeps the video whole
     assert plan_tasks(expand_inputs(folder / "clip.avi"), 2, None, 3)[0]["whole"]
 
 
-def test_a_worker_killed_on_its_first_batch_loses_no_row(cluster, folder, single, tmp_path):
+def test_a_worker_killed_on_its_first_batch_loses_no_row(cluster, folder, tmp_path):
     marker = tmp_path / "killed-once"
 
     class DiesOnce:
@@ -110,8 +109,9 @@ def test_a_worker_killed_on_its_first_batch_loses_no_row(cluster, folder, single
                 self.inner = emozoo.create_detector("haar")
             return self.inner.detect(image)
 
-    got = run(folder, detector=DiesOnce(marker))
-    assert marker.exists() and by_source_frame(got) == by_source_frame(single)
+    got = run(folder, detector=DiesOnce(marker), every=3)  # every 3rd frame: segments of 9 frames
+    assert marker.exists()
+    assert by_source_frame(got) == by_source_frame(records(emozoo.predict(folder, MODEL, detector="haar", every=3)))
 
 
 def test_cli_ray_matches_the_plain_run(cluster, cli, folder):
@@ -156,3 +156,34 @@ def test_a_segment_read_by_seeking_has_exactly_the_frames_read_in_sequence(tmp_p
 def test_records_travel_with_every_float_exact(folder):
     pred = emozoo.predict(folder / "photo1.jpg", MODEL, detector="haar")[0]
     assert pred.faces and decode(encode(pred)) == pred
+
+
+@pytest.mark.slow
+def test_an_input_that_kills_every_worker_becomes_an_error_and_the_run_goes_on(cluster, folder, single):
+    class KillsOnWide:
+        """Haar, but an image 300 pixels wide kills its worker process every time (as a decoder segfault would)."""
+
+        def __init__(self):
+            self.inner = None
+
+        def detect(self, image):
+            if image.shape[1] == 300:
+                os._exit(1)
+            self.inner = self.inner or emozoo.create_detector("haar")
+            return self.inner.detect(image)
+
+    from emozoo.inference.ray import predict_ray
+
+    killer = folder.parent / "killer"
+    killer.mkdir()
+    Image.new("RGB", (300, 200)).save(killer / "wide.png")
+    got = records(predict_ray([folder, killer], MODEL, detector=KillsOnWide(), num_workers=2, segment_frames=8,
+                              images_per_task=3, max_retries=1))
+    tasks = plan_tasks(expand_inputs([folder, killer]), 1, 8, 3)
+    lost = {t["source"] for t in tasks if t["task"] == tasks[-1]["task"]}  # the task that holds wide.png
+    assert [r["source"] for r in got] == [r["source"] for r in single] + [str(killer / "wide.png")]
+    for row, want in zip(got, single + [None]):
+        if row["source"] in lost:  # its task's inputs: one error line each, the run goes on
+            assert "the Ray worker failed on this input after its retries" in row["error"]
+        else:
+            assert row == want

@@ -143,6 +143,9 @@ def _run(ray, rows: list[dict], settings: dict, num_workers, max_retries, device
     ctx.execution_options.preserve_order = True  # results come back in input order, so videos can be renumbered
     ctx.max_errored_blocks = -1                  # a task that fails after its retries becomes its inputs' errors
     ctx.enable_progress_bars = False
+    data_log = logging.getLogger("ray.data")  # "Starting execution of Dataset ..." on every run
+    level = data_log.level
+    data_log.setLevel(logging.ERROR)
     try:
         workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         tasks: dict[int, list[dict]] = {}
@@ -160,6 +163,7 @@ def _run(ray, rows: list[dict], settings: dict, num_workers, max_retries, device
         yield from _collect(ds.iter_rows(), tasks, settings["smooth"])
     finally:
         ctx.execution_options.preserve_order, ctx.max_errored_blocks, ctx.enable_progress_bars = saved
+        data_log.setLevel(level)
 
 
 def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], smooth: float) -> Iterator[Prediction]:

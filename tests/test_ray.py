@@ -177,13 +177,14 @@ def test_an_input_that_kills_every_worker_becomes_an_error_and_the_run_goes_on(c
     killer = folder.parent / "killer"
     killer.mkdir()
     Image.new("RGB", (300, 200)).save(killer / "wide.png")
-    got = records(predict_ray([folder, killer], MODEL, detector=KillsOnWide(), num_workers=2, segment_frames=8,
-                              images_per_task=3, max_retries=1))
-    tasks = plan_tasks(expand_inputs([folder, killer]), 1, 8, 3)
-    lost = {t["source"] for t in tasks if t["task"] == tasks[-1]["task"]}  # the task that holds wide.png
-    assert [r["source"] for r in got] == [r["source"] for r in single] + [str(killer / "wide.png")]
-    for row, want in zip(got, single + [None]):
-        if row["source"] in lost:  # its task's inputs: one error line each, the run goes on
-            assert "the Ray worker failed on this input after its retries" in row["error"]
-        else:
-            assert row == want
+    inputs = [folder, killer, folder / "photo0.jpg", folder / "photo1.jpg"]
+    got = records(predict_ray(inputs, MODEL, detector=KillsOnWide(), num_workers=2, segment_frames=8, images_per_task=3,
+                              max_retries=1))
+    tasks = plan_tasks(expand_inputs(inputs), 1, 8, 3)
+    assert [os.path.basename(t["source"]) for t in tasks if t["task"] == tasks[-2]["task"]] == ["photo7.jpg", "wide.png",
+                                                                                                "photo0.jpg"]
+    # photo7 and photo0 are run again, alone, and photo1 (the next task) waits for them: all in input order
+    want = {r["source"]: r for r in single}
+    assert got[:len(single)] == single and got[-3]["source"] == str(killer / "wide.png")
+    assert got[-2:] == [want[str(folder / "photo0.jpg")], want[str(folder / "photo1.jpg")]]
+    assert "the Ray worker failed on this input after its retries" in got[-3]["error"]

@@ -160,17 +160,22 @@ def _run(ray, rows: list[dict], settings: dict, num_workers, max_retries, device
                                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                                 num_gpus=1 if str(device or "cpu").startswith("cuda") else 0,
                                 max_restarts=max_retries, max_task_retries=max_retries)
-        yield from _collect(ds.iter_rows(), tasks, settings["smooth"])
+        rerun = lambda units: _run(ray, [dict(u, task=i) for i, u in enumerate(units)], settings, num_workers,
+                                   max_retries, device)
+        yield from _collect(ds.iter_rows(), tasks, settings["smooth"], rerun)
     finally:
         ctx.execution_options.preserve_order, ctx.max_errored_blocks, ctx.enable_progress_bars = saved
         data_log.setLevel(level)
 
 
-def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], smooth: float) -> Iterator[Prediction]:
-    """The predictions of the result rows, in order: a task that never came back becomes its inputs' errors, the
-    segments after the one where a video stopped are dropped, and without smoothing the track numbers of video
-    frames are replayed in order, as one process numbers them."""
-    tracker, stopped, expected = Tracker(0.0), {}, 0
+def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], smooth: float, rerun) -> Iterator[Prediction]:
+    """The predictions of the result rows, in order: the segments after the one where a video stopped are dropped,
+    and without smoothing the track numbers of video frames are replayed in order, as one process numbers them.
+
+    A task that never came back (its worker died on every retry) becomes one error per input when it held one
+    input; one that held several images is run again, each image its own task (``rerun(units)``), once this run
+    is over, so that only the input that kills its worker is lost; the predictions after it wait until then."""
+    tracker, stopped, expected, waiting = Tracker(0.0), {}, 0, []
 
     def finish(pred: Prediction) -> Prediction:
         if smooth == 0 and pred.frame is not None:
@@ -178,26 +183,45 @@ def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], smooth: floa
                 face.track = track
         return pred
 
-    def lost(task: int) -> Iterator[Prediction]:
-        for row in tasks[task]:
-            if row["item"] not in stopped:
-                where = "" if row["start"] < 0 else f" frames {row['start']} to {row['stop'] if row['stop'] >= 0 else 'end'}:"
-                yield finish(Prediction(row["source"], error=f"{row['source']}:{where} the Ray worker failed on this "
-                                                          "input after its retries (see the Ray logs)"))
+    def lost(task: int) -> list:
+        units = [u for u in tasks[task] if u["item"] not in stopped]
+        if len(units) > 1:
+            return [units]
+        return [finish(Prediction(u["source"], error=f"{u['source']}:{_frames(u)} the Ray worker failed on this input "
+                                                     "after its retries (see the Ray logs)")) for u in units]
 
-    for result in results:
-        task, item = int(result["task"]), int(result["item"])
-        for missing in range(expected, task):
+    def pieces() -> Iterator:
+        nonlocal expected
+        for result in results:
+            task, item = int(result["task"]), int(result["item"])
+            for missing in range(expected, task):
+                yield from lost(missing)
+            expected = max(expected, task + 1)
+            if stopped.get(item, task) < task:
+                continue
+            if result["record"]:
+                yield finish(decode(result["record"]))
+            if result["stopped"]:
+                stopped[item] = task
+        for missing in range(expected, max(tasks) + 1):
             yield from lost(missing)
-        expected = max(expected, task + 1)
-        if stopped.get(item, task) < task:
-            continue
-        if result["record"]:
-            yield finish(decode(result["record"]))
-        if result["stopped"]:
-            stopped[item] = task
-    for missing in range(expected, max(tasks) + 1):
-        yield from lost(missing)
+
+    for piece in pieces():
+        if waiting or isinstance(piece, list):
+            waiting.append(piece)
+        else:
+            yield piece
+    for piece in waiting:
+        if isinstance(piece, list):
+            yield from rerun(piece)
+        else:
+            yield piece
+
+
+def _frames(unit: dict) -> str:
+    if unit["start"] < 0:
+        return ""
+    return f" frames {unit['start']} to {unit['stop'] if unit['stop'] >= 0 else 'end'}:"
 
 
 class RayPredictor:

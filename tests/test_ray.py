@@ -122,6 +122,21 @@ def test_cli_ray_matches_the_plain_run(cluster, cli, folder):
     assert out[0] == out[1] and len(out[0]) == 8 + 2 + 30
 
 
+def test_cli_ray_without_a_running_cluster_is_one_line(cli, folder, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'emozoo[ray]'")
+    import ray
+
+    def no_cluster(address=None, **kwargs):  # what ray.init("auto") raises when no cluster runs here
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the module's cluster must not be joined instead
+    monkeypatch.setattr(ray, "init", no_cluster)
+    result = cli("predict", folder / "photo0.jpg", "--detector", "haar", "--ray=auto")
+    assert result.exit_code == 1 and "ray start --head" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_cli_ray_refuses_the_camera_and_annotate(cli, folder, tmp_path):
     result = cli("predict", folder, "--annotate", tmp_path, "--ray")
     assert result.exit_code == 2 and "--ray reads files on its workers" in result.output

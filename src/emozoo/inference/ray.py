@@ -82,7 +82,11 @@ def _stream(ray, address, tasks, settings, num_workers, max_retries) -> Iterator
     """Start or join the cluster, run the tasks, and stop the cluster this started."""
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            raise ConfigError(f"Ray cluster {address!r}: {' '.join(str(exc).split())[:200]} (start one with "
+                              "`ray start --head`, or leave the address out for a local one)") from None
     try:
         if not isinstance(settings["model"], str):
             settings = dict(settings, model=ray.put(settings["model"]))

@@ -6,7 +6,9 @@ files, and for videos frame ranges (segments) of ``segment_frames`` frames read 
 detector) once and reuses it for every task it gets. Results stream back in input order and are the same, row by
 row, as a single-process run:
 
-- Each face's scores depend only on its own crop, so splitting the work changes none of them.
+- Each face's scores depend only on its own crop (the model is in eval mode), so splitting the work changes none of
+  them; the tests check that the records are equal, to the last bit, for emoxnetlite on CPU (kernels that round
+  differently by batch size, as some GPU ones do, could differ in the last digits).
 - Track numbers are cross-frame state: the driver renumbers the faces of every video frame, in order, with the same
   :class:`Tracker` the single-process path uses (without smoothing the scores pass through it unchanged, so only the
   numbers are replayed). With ``smooth > 0`` the smoothed scores depend on every earlier frame, so each video is then
@@ -16,7 +18,8 @@ row, as a single-process run:
 
 Seeking is checked: when ``CAP_PROP_POS_FRAMES`` does not land on the asked frame, the segment is read by decoding
 from the start and skipping. A worker that dies is restarted and its task retried (``max_retries`` times); a task
-that still fails gives each of its inputs an ``error``, and the run goes on. Paths must be readable at the same
+that still fails gives its input an ``error`` and the run goes on (a task of several images is first run again
+image by image, so only the one that kills its worker is lost). Paths must be readable at the same
 place on every node of the cluster (a shared or copied folder), and emozoo, its plugins and the model weights must
 be installed on every node.
 """
@@ -105,8 +108,8 @@ def plan_tasks(items: list[Any], every: int, segment_frames: int | None, images_
     rows, task, in_task = [], -1, images_per_task
     for item, entry in enumerate(items):
         if not isinstance(entry, (str, Path)) or str(entry).startswith(CAMERA_PREFIX) or str(entry) == "-":
-            raise ConfigError(f"{str(entry)[:60]!r}: Ray workers read files: give paths (files, folders, glob patterns), "
-                              "not arrays, bytes, standard input or a camera")
+            raise ConfigError("Ray workers read files: give paths (files, folders, glob patterns), not arrays, bytes, "
+                              "standard input (-) or a camera")
         source, path = str(entry), Path(entry)
         if path.suffix.lower() in IMAGE_EXTS and path.is_file():
             if in_task >= images_per_task:

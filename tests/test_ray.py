@@ -137,6 +137,12 @@ def test_cli_ray_without_a_running_cluster_is_one_line(cli, folder, monkeypatch)
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_ray_client_addresses_are_refused_in_one_line(cli, folder):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'emozoo[ray]'")
+    result = cli("predict", folder / "photo0.jpg", "--ray=ray://127.0.0.1:10001")
+    assert result.exit_code == 1 and "--ray=auto" in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_cli_ray_refuses_the_camera_and_annotate(cli, folder, tmp_path):
     result = cli("predict", folder, "--annotate", tmp_path, "--ray")
     assert result.exit_code == 2 and "--ray reads files on its workers" in result.output

@@ -45,7 +45,7 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
                    "[default: as published].")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Spread images and video segments over a Ray cluster: a local one (--ray alone, put after "
-                   "PATHS) or the one at ADDRESS (--ray=auto, --ray=HOST:6379, --ray=ray://HOST:10001). "
+                   "PATHS) or the one this machine belongs to (--ray=auto, --ray=HOST:6379). "
                    "Needs pip install 'emozoo[ray]'.")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="With --ray: worker processes, one CPU each [default: one per cluster CPU].")

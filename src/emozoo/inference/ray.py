@@ -56,7 +56,8 @@ def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto",
     - ``model``: a name as ``emozoo.create(model, pretrained=True, flip=flip)`` takes (each worker loads it once),
       or a model made by :func:`emozoo.create` (sent to the workers through Ray's object store).
     - ``address``: None starts a local Ray instance (``ray.init()``) and stops it at the end, unless Ray is already
-      initialised in this process; ``"auto"``, ``"HOST:6379"`` or ``"ray://HOST:10001"`` joins that cluster.
+      initialised in this process; ``"auto"`` or ``"HOST:6379"`` joins that cluster from one of its nodes
+      (``ray://`` is refused: Ray Data does not run through Ray Client).
     - ``num_workers``: actors, one CPU each (and one GPU each when ``device`` is cuda); None: one per cluster CPU.
     - ``images_per_task``: image files per task; ``segment_frames``: video frames per task (``smooth > 0``: each
       video is one task); ``max_retries``: restarts of a dead worker and retries of its task.
@@ -75,6 +76,9 @@ def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto",
     if num_workers is not None and num_workers < 1:
         raise ConfigError(f"num_workers must be at least 1, got {num_workers}")
     check_min_confidence(min_confidence)
+    if str(address or "").startswith("ray://"):  # Ray Data's executor needs a core worker, which a client lacks
+        raise ConfigError(f"{address}: Ray Data does not run through Ray Client (ray://): run emozoo on a machine of "
+                          "the cluster (e.g. over ssh) with --ray=auto or --ray=HEAD:6379")
     tasks = plan_tasks(expand_inputs(inputs), every, segment_frames if smooth == 0 else None, images_per_task)
     settings = dict(model=model, detector=detector, flip=flip, batch_size=batch_size, every=every, smooth=smooth,
                     min_face=min_face, min_confidence=min_confidence, device=device)
@@ -88,8 +92,9 @@ def _stream(ray, address, tasks, settings, num_workers, max_retries) -> Iterator
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         except (ConnectionError, TimeoutError, ValueError) as exc:
-            raise ConfigError(f"Ray cluster {address!r}: {' '.join(str(exc).split())[:200]} (start one with "
-                              "`ray start --head`, or leave the address out for a local one)") from None
+            raise ConfigError(f"Ray cluster {address!r}: {' '.join(str(exc).split())[:200]} (is `ray start --head` "
+                              "running there? With Ray's token authentication on, set RAY_AUTH_MODE=token and copy the "
+                              "head's ~/.ray/auth_token here; leave the address out for a local cluster)") from None
     try:
         if not isinstance(settings["model"], str):
             settings = dict(settings, model=ray.put(settings["model"]))

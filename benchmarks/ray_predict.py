@@ -78,7 +78,7 @@ def main(argv=None):
                      "images_per_s_without_startup": None, "identical": True})
         print(json.dumps(rows[-1]), flush=True)
         t = time.perf_counter()
-        ray.init(num_cpus=max(workers), include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=max(workers), include_dashboard=False, logging_level="ERROR")
         cluster_start = time.perf_counter() - t
         try:
             for n in workers:

@@ -6,12 +6,13 @@ import os
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import REPO
 from PIL import Image
 
 import emozoo
 from emozoo.inference import expand_inputs
-from emozoo.inference.ray import decode, encode, plan_tasks, read_segment
+from emozoo.inference.ray import Segment, decode, encode, plan_tasks
 
 MODEL = "emoxnetlite"  # the shipped weights: every worker loads them by name, as on a real cluster
 
@@ -55,7 +56,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster():
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'emozoo[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never a running cluster
     yield ray
     ray.shutdown()
 
@@ -68,8 +69,8 @@ def single(folder):
 def run(folder, **kwargs):
     from emozoo.inference.ray import predict_ray
 
-    kwargs = {"detector": "haar", "num_workers": 2, "segment_frames": 8, "images_per_task": 3, **kwargs}
-    return records(predict_ray(folder, MODEL, **kwargs))
+    kwargs = {"model": MODEL, "detector": "haar", "num_workers": 2, "segment_frames": 8, "images_per_task": 3, **kwargs}
+    return records(predict_ray(folder, **kwargs))
 
 
 def test_two_workers_give_the_single_process_records_row_by_row(cluster, folder, single):
@@ -86,9 +87,11 @@ def test_two_workers_give_the_single_process_records_row_by_row(cluster, folder,
     assert "truncated or corrupt image" in errors["corrupt.jpg"] and "not an image" in errors["notes.jpg"]
 
 
-def test_smoothing_keeps_each_video_whole(cluster, folder):
-    smooth = records(emozoo.predict(folder / "clip.avi", MODEL, detector="haar", every=2, smooth=0.6))
-    assert run(folder / "clip.avi", every=2, smooth=0.6) == smooth  # smoothing keeps the video whole
+def test_smoothing_keeps_each_video_whole_and_a_model_object_travels(cluster, folder):
+    torch.manual_seed(0)
+    model = emozoo.create(MODEL)  # random weights, sent to the workers through the object store
+    smooth = records(emozoo.predict(folder / "clip.avi", model, detector="haar", every=2, smooth=0.6))
+    assert run(folder / "clip.avi", model=model, every=2, smooth=0.6) == smooth  # smoothing keeps the video whole
     assert plan_tasks(expand_inputs(folder / "clip.avi"), 2, None, 3)[0]["whole"]
 
 
@@ -165,12 +168,14 @@ def test_a_segment_read_by_seeking_has_exactly_the_frames_read_in_sequence(tmp_p
         sequence.append(cv2.cvtColor(frame[1], cv2.COLOR_BGR2RGB))
     cap.release()
     assert len(sequence) == 40
-    frames, ended = read_segment(str(path), 17, 29, 3)
-    assert [i for i, _, _ in frames] == [18, 21, 24, 27] and not ended
+    segment = Segment(str(path), 17, 29, 3)
+    frames = list(segment)
+    assert [i for i, _, _ in frames] == [18, 21, 24, 27] and not segment.ended
     assert all(np.array_equal(image, sequence[i]) for i, _, image in frames)
     assert frames[0][1] == pytest.approx(1.8)
-    tail, ended = read_segment(str(path), 32, -1, 1)
-    assert [i for i, _, _ in tail] == list(range(32, 40)) and ended
+    segment = Segment(str(path), 32, -1, 1)
+    tail = list(segment)
+    assert [i for i, _, _ in tail] == list(range(32, 40)) and segment.ended
     assert all(np.array_equal(image, sequence[i]) for i, _, image in tail)
 
 

@@ -286,52 +286,68 @@ class RayPredictor:
         if u["whole"]:
             return [_row(u, p) for p in self.predictor([u["source"]], every=self.every, smooth=self.smooth,
                                                        progress=False)]
-        frames, ended = read_segment(u["source"], u["start"], u["stop"], self.every)
-        if not frames and u["start"] == 0:  # what one process says of a video with no readable frame
+        segment, chunk, out = Segment(u["source"], u["start"], u["stop"], self.every), [], []
+        for frame in segment:  # frames go to the model batch_size at a time (a segment of 4K frames would not fit)
+            chunk.append(frame)
+            if len(chunk) >= self.predictor.batch_size:
+                out += self._frames(u, chunk)
+                chunk = []
+        out += self._frames(u, chunk)
+        if not out and u["start"] == 0:  # what one process says of a video with no readable frame
             return self._video(dict(u, whole=True))
-        out = []
-        for i in range(0, len(frames), self.predictor.batch_size):
-            chunk = frames[i:i + self.predictor.batch_size]
-            for (index, seconds, _), pred in zip(chunk, self.predictor([image for _, _, image in chunk], progress=False)):
-                if pred.error and pred.error.startswith(pred.source + ": "):
-                    pred.error = u["source"] + pred.error[len(pred.source):]
-                pred.source, pred.frame, pred.time = u["source"], index, seconds
-                out.append(_row(u, pred))
         out = out or [dict(task=u["task"], item=u["item"], record="", stopped=False)]  # says the task came back
-        return [dict(o, stopped=ended) for o in out]
+        return [dict(o, stopped=segment.ended) for o in out]
+
+    def _frames(self, u, chunk) -> list[dict]:
+        """Rows of video frames ``(index, seconds, image)``, classified as images and then named as frames."""
+        out = []
+        for (index, seconds, _), pred in zip(chunk, self.predictor([image for _, _, image in chunk], progress=False)):
+            if pred.error and pred.error.startswith(pred.source + ": "):
+                pred.error = u["source"] + pred.error[len(pred.source):]
+            pred.source, pred.frame, pred.time = u["source"], index, seconds
+            out.append(_row(u, pred))
+        return out
 
 
-def read_segment(source: str, start: int, stop: int, every: int) -> tuple[list[tuple[int, float | None, np.ndarray]], bool]:
-    """``([(frame index, seconds, RGB image)], ended)`` of every ``every``-th frame (by absolute index) in
-    ``[start, stop)`` of a video (``stop`` -1: to the end); ``ended`` is True when a frame could not be read before
-    ``stop`` (one process stops reading there). Seeks with ``CAP_PROP_POS_FRAMES``, and when the capture does not
-    report the asked position, decodes from the start and skips instead."""
-    import cv2
+class Segment:
+    """The frames ``[start, stop)`` of a video (``stop`` -1: to the end) as one process reads them: iterating yields
+    ``(frame index, seconds, RGB image)`` for every ``every``-th frame by absolute index, one at a time; afterwards
+    ``ended`` is True when a frame could not be read before ``stop`` (one process stops reading the video there).
 
-    cap = cv2.VideoCapture(source)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    if start and not (cap.set(cv2.CAP_PROP_POS_FRAMES, start) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start):
-        cap.release()
-        cap = cv2.VideoCapture(source)
-        for _ in range(start):
-            if not cap.grab():
-                break
-    frames, index, ended = [], start, False
-    try:
-        while stop < 0 or index < stop:
-            if index % every:
-                ok = cap.grab()
-            else:
-                ok, bgr = cap.read()
-                if ok:
-                    frames.append((index, index / fps if fps > 0 else None, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-            if not ok:
-                ended = True
-                break
-            index += 1
-    finally:
-        cap.release()
-    return frames, ended
+    Seeks with ``CAP_PROP_POS_FRAMES``; when the capture does not report the asked position, it decodes from the start
+    and skips instead."""
+
+    def __init__(self, source: str, start: int, stop: int, every: int):
+        self.source, self.start, self.stop, self.every = source, start, stop, every
+        self.ended = False
+
+    def __iter__(self) -> Iterator[tuple[int, float | None, np.ndarray]]:
+        import cv2
+
+        cap = cv2.VideoCapture(self.source)
+        try:
+            fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+            start = self.start
+            if start and not (cap.set(cv2.CAP_PROP_POS_FRAMES, start) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start):
+                cap.release()
+                cap = cv2.VideoCapture(self.source)
+                for _ in range(start):
+                    if not cap.grab():
+                        break
+            index = start
+            while self.stop < 0 or index < self.stop:
+                if index % self.every:
+                    ok = cap.grab()
+                else:
+                    ok, bgr = cap.read()
+                    if ok:
+                        yield index, index / fps if fps > 0 else None, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if not ok:
+                    self.ended = True
+                    break
+                index += 1
+        finally:
+            cap.release()
 
 
 def _row(unit: dict, pred: Prediction) -> dict:

@@ -163,13 +163,15 @@ def _run(ray, rows: list[dict], settings: dict, num_workers, max_retries, device
         tasks: dict[int, list[dict]] = {}
         for row in rows:
             tasks.setdefault(row["task"], []).append(row)
-        # one task per block, so a block that fails loses one task, which is then reported input by input
+        # one task per block, so a block that fails loses one task, which is then reported input by input; one task
+        # at a time per actor, so a worker that dies takes no other task's retries with it
         ds = ray.data.from_items([{"task": t, "units": json.dumps(units)} for t, units in tasks.items()],
                                  override_num_blocks=len(tasks))
         with warnings.catch_warnings():  # Ray 2.60 names no parameter for these yet (pyproject pins ray < 2.64)
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
             ds = ds.map_batches(RayPredictor, fn_constructor_kwargs=settings, batch_size=None,
-                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                                compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+                                num_cpus=1,
                                 num_gpus=1 if str(device or "cpu").startswith("cuda") else 0,
                                 max_restarts=max_retries, max_task_retries=max_retries)
         rerun = lambda units: _run(ray, [dict(u, task=i) for i, u in enumerate(units)], settings, num_workers,

@@ -55,9 +55,10 @@ def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto",
       are refused (workers read files).
     - ``model``: a name as ``emozoo.create(model, pretrained=True, flip=flip)`` takes (each worker loads it once),
       or a model made by :func:`emozoo.create` (sent to the workers through Ray's object store).
-    - ``address``: None starts a local Ray instance (``ray.init()``) and stops it at the end, unless Ray is already
-      initialised in this process; ``"auto"`` or ``"HOST:6379"`` joins that cluster from one of its nodes
-      (``ray://`` is refused: Ray Data does not run through Ray Client).
+    - ``address``: None starts a local Ray instance (``ray.init()``, which joins the cluster ``ray start`` runs on
+      this machine if there is one) and stops it at the end, unless Ray is already initialised in this process;
+      ``"auto"`` or ``"HOST:6379"`` joins that cluster from one of its nodes (``ray://`` is refused: Ray Data does
+      not run through Ray Client).
     - ``num_workers``: actors, one CPU each (and one GPU each when ``device`` is cuda); None: one per cluster CPU.
     - ``images_per_task``: image files per task; ``segment_frames``: video frames per task (``smooth > 0``: each
       video is one task); ``max_retries``: restarts of a dead worker and retries of its task.

@@ -128,7 +128,7 @@ def test_a_photo_is_boxed_and_labelled(page, server, tmp_path):
     shown = ((box["x"] - img["x"]) / img["width"], (box["y"] - img["y"]) / img["height"], box["width"] / img["width"],
              box["height"] / img["height"])
     assert np.allclose(shown, expected, atol=0.03), (shown, expected)
-    assert re.search(r"1 face\(s\) · \d+ ms", page.inner_text("#stats"))
+    assert re.search(r"1 face\(s\) · latency \d+ ms", page.inner_text("#stats"))
     assert page.locator("#error").is_hidden()
     page.screenshot(path=tmp_path / "serve-page.png")
     if os.environ.get("EMOZOO_SCREENSHOT"):
@@ -142,7 +142,7 @@ def test_the_webcam_is_labelled_live(page, server):
     assert page.get_attribute("#camera", "aria-pressed") == "true" and page.locator("#video").is_visible()
     page.wait_for_selector("#boxes .box")
     _check_faces(page)
-    assert re.search(r"\d+ ms per frame · [\d.]+ fps", page.inner_text("#stats"))
+    assert re.search(r"latency \d+ ms · [\d.]+ fps", page.inner_text("#stats"))
     page.click("#camera")
     assert page.get_attribute("#camera", "aria-pressed") == "false" and page.locator("#video").is_hidden()
     assert re.fullmatch(r"Webcam stopped after \d+ frame\(s\)\.", page.inner_text("#stats"))
@@ -157,6 +157,9 @@ def test_the_api_key_field(page):
         error = page.locator("#error")
         error.wait_for()
         assert "API key required" in error.inner_text() and page.locator("#faces li.face").count() == 0
+        page.fill("#key", "wrong")
+        page.press("#key", "Tab")
+        sync_api.expect(error).to_contain_text("API key required: the server refused this key")
         page.fill("#key", KEY)
         page.press("#key", "Tab")  # the change event: the photo on show is sent again, with the key
         page.wait_for_selector("#faces li.face")

@@ -44,10 +44,12 @@ def has_serve_extra() -> bool:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes; each loads the model once and gets cores/N torch threads (OMP_NUM_THREADS overrides).")
 @click.option("--api-key", envvar="EMOZOO_API_KEY", default=None,
-              help="Require this key in the X-API-Key header on every endpoint but /health [env: EMOZOO_API_KEY].")
+              help="Require this key in the X-API-Key header on every endpoint but /health and the web page at / "
+                   "[env: EMOZOO_API_KEY].")
 @click.pass_context
 def serve_cmd(ctx, model, detector, host, port, workers, api_key):
-    """Serve the model over HTTP: POST /predict, GET /models, GET /health, OpenAPI docs at /docs.
+    """Serve the model over HTTP: POST /predict, GET /models, GET /health, OpenAPI docs at /docs, and a web
+    page at / (a photo or the webcam, its faces boxed and labelled).
 
     Request limits come from EMOZOO_SERVE_MAX_BYTES (default 20 MB) and EMOZOO_SERVE_MAX_IMAGES (default 64).
     """

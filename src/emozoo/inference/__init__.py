@@ -27,8 +27,8 @@ from .sources import (
                       progress_bar,
                       to_rgb,
 )
-from .tracking import TRACK_IOU, Tracker
+from .tracking import DEFAULT_DETECT_EVERY, FaceTracker, Follower
 
-__all__ = ["CAMERA_PREFIX", "IMAGE_EXTS", "VIDEO_EXTS", "TRACK_IOU", "FacePrediction", "Prediction", "Predictor",
-           "Tracker", "array_to_rgb", "crop_face", "draw_faces", "expand_inputs", "iter_frames", "iter_predict",
+__all__ = ["CAMERA_PREFIX", "IMAGE_EXTS", "VIDEO_EXTS", "DEFAULT_DETECT_EVERY", "FacePrediction", "Prediction", "Predictor",
+           "FaceTracker", "Follower", "array_to_rgb", "crop_face", "draw_faces", "expand_inputs", "iter_frames", "iter_predict",
            "load_image", "open_capture", "predict", "progress_bar", "resolve_device", "to_rgb"]

@@ -208,13 +208,14 @@ def main(argv=None):
     from _plugins import ensure_blazeface
 
     import emozoo
-    from emozoo._detectors import default_detector
     from emozoo.inference.tracking import DEFAULT_DETECT_EVERY
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     ensure_blazeface()
-    det_name = default_detector() if args.detector == "auto" else args.detector
+    det_name = args.detector  # auto: BlazeFace when its plugin is there, else Haar (as emozoo's "auto")
+    if det_name == "auto":
+        det_name = "blazeface" if "blazeface" in emozoo.list_detectors() else "haar"
     detector = emozoo.create_detector(det_name, **({"num_threads": args.threads} if det_name.startswith("blazeface") else {}))
     predictor = emozoo.Predictor(args.model, detector, batch_size=args.batch_size)
     everies = args.detect_every or sorted({DEFAULT_DETECT_EVERY, 3, 6})

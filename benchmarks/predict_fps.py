@@ -194,7 +194,7 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=300, help="length of the generated 640x480 videos")
     p.add_argument("--model", default="emoxnetlite")
     p.add_argument("--detector", default="auto")
-    p.add_argument("--detect-every", type=int, action="append", help="N to compare with 1 (default: the default, 3, 6)")
+    p.add_argument("--detect-every", type=int, action="append", help="N to compare with 1 (default: 3, 4, the default, 6)")
     p.add_argument("--threads", type=int, default=2, help="torch, OpenCV and LiteRT threads")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--minutes", type=float, nargs=2, default=(1.0, 10.0), metavar=("SHORT", "LONG"),
@@ -218,7 +218,7 @@ def main(argv=None):
         det_name = "blazeface" if "blazeface" in emozoo.list_detectors() else "haar"
     detector = emozoo.create_detector(det_name, **({"num_threads": args.threads} if det_name.startswith("blazeface") else {}))
     predictor = emozoo.Predictor(args.model, detector, batch_size=args.batch_size)
-    everies = args.detect_every or sorted({DEFAULT_DETECT_EVERY, 3, 6})
+    everies = args.detect_every or sorted({DEFAULT_DETECT_EVERY, 3, 4, 6})
     runs, memory = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_videos(Path(tmp), args.frames)

@@ -136,7 +136,7 @@ def blob(user_registrations):
 
 
 def test_json_is_streamed_one_frame_per_line_with_track_and_time(cli, video, blob):
-    result = cli("predict", video, "--detector", blob, "--json", "--every", 2)
+    result = cli("predict", video, "--detector", blob, "--json", "--every", 2, "--detect-every", 2)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 2 + 75
@@ -146,10 +146,10 @@ def test_json_is_streamed_one_frame_per_line_with_track_and_time(cli, video, blo
 
 
 def test_summary_text_json_and_plot(cli, video, tmp_path, blob):
-    result = cli("predict", video, "--detector", blob, "--summary", "--every", 2)
+    result = cli("predict", video, "--detector", blob, "--summary", "--every", 2, "--detect-every", 2)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"{video} track 0: 4.9 s (75 frames from 0.0 s), mostly ")
-    result = cli("predict", video, "--detector", blob, "--summary", "--json", "--every", 2,
+    result = cli("predict", video, "--detector", blob, "--summary", "--json", "--every", 2, "--detect-every", 2,
                  "--plot", tmp_path / "tracks.png")
     tracks = json.loads(result.stdout)["tracks"]
     assert len(tracks) == 1 and tracks[0]["frames"] == 75 and tracks[0]["duration"] == 4.933

@@ -4,7 +4,8 @@ Each input (an image file, a directory searched recursively, a glob pattern, a P
 array, a video file, or ``"camera:N"`` for a webcam) becomes one :class:`Prediction` per image or
 video frame. Faces are found by a face detector (see :mod:`emozoo._detectors`), cropped exactly as
 the model's ``config.input`` says (margin, aspect ratio, then :func:`emozoo.face_transform`:
-channels, size, mean/std) and classified in batches across images and frames. A file that cannot
+channels, size, mean/std) and classified in batches across images and frames. In a video file the detector runs
+on key frames and the faces are followed between them, numbered by ByteTrack (:mod:`.tracking`). A file that cannot
 be read gives a :class:`Prediction` with ``error`` set, and the rest carry on.
 
 The package is named ``inference`` because ``emozoo.predict`` is the function that runs it.

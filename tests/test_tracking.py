@@ -193,3 +193,33 @@ def test_resume_needs_a_file_and_matching_columns(cli, video, tmp_path):
     bad.write_text("a,b\n1,2\n")
     result = cli("predict", video, "--csv", bad, "--resume")
     assert result.exit_code == 1 and "columns differ" in result.output
+
+
+def test_predict_keeps_the_track_of_a_face_hidden_for_ten_frames(tmp_path, blob):
+    path = tmp_path / "hidden.avi"
+    face = cv2.cvtColor(np.asarray(Image.open(REPO / "examples" / "face.png").convert("RGB").resize((100, 100))),
+                        cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (320, 240))
+    for i in range(40):
+        frame = np.full((240, 320, 3), 90, np.uint8)
+        if not 15 <= i < 25:  # hidden (gone from the frame) for 10 frames
+            frame[60:160, 40 + 3 * i:140 + 3 * i] = face
+        writer.write(frame)
+    writer.release()
+    preds = emozoo.predict(path, detector=blob)
+    tracks = [[f.track for f in p.faces] for p in preds]
+    assert tracks[:13] == [[0]] * 13 and tracks[25:] == [[0]] * 15     # the same track after it
+    assert tracks[15:23] == [[]] * 8  # key frames 15 and 20 find no face; frames between key frames 10 and 15 (20 and
+    # 25) show the face in the half next to the key frame that has it
+
+
+def test_resume_does_not_read_images_already_written(cli, tmp_path):
+    out, third = tmp_path / "faces.csv", tmp_path / "third.png"
+    face, photo = REPO / "examples" / "face.png", REPO / "examples" / "astronaut.jpg"
+    third.write_bytes(face.read_bytes())
+    assert cli("predict", face, photo, "--detector", "full", "--csv", out).exit_code == 0
+    result = cli("predict", face, photo, third, "--detector", "full", "--csv", out, "--resume")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["source"] for r in rows] == [str(face), str(photo), str(third)]
+    assert f"{face}:" not in result.stdout and f"{photo}:" in result.stdout  # the last one written is done again

@@ -223,3 +223,13 @@ def test_resume_does_not_read_images_already_written(cli, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert [r["source"] for r in rows] == [str(face), str(photo), str(third)]
     assert f"{face}:" not in result.stdout and f"{photo}:" in result.stdout  # the last one written is done again
+
+
+def test_stopping_early_stops_the_decoding_thread(video, blob):
+    import threading
+
+    preds = emozoo.iter_predict(video, detector=blob, batch_size=1)
+    assert next(preds).frame == 0
+    assert any(t.name == "emozoo-decode" for t in threading.enumerate())
+    preds.close()
+    assert not any(t.name == "emozoo-decode" for t in threading.enumerate())

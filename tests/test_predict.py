@@ -356,11 +356,13 @@ def test_frames_held_per_batch_are_bounded_and_faceless_frames_come_out_at_once(
             yield pred, image
     engine_iter_frames = engine.iter_frames
     monkeypatch.setattr(engine, "iter_frames", counting)
-    held = []
-    for pred in emozoo.iter_predict(path, model, detector=EveryNth(n), batch_size=8, keep_images=True):
-        held.append(len(read) - len(held))  # frames read but not yet given out, this one included
-        assert pred.image is not None
-    assert len(held) == 60 and max(held) == most_held
+    for detect_every in (1, 4):  # with key frames every 4th frame, at most 3 more frames wait for theirs
+        held, read[:] = [], []
+        for pred in emozoo.iter_predict(path, model, detector=EveryNth(n), batch_size=8, keep_images=True,
+                                        detect_every=detect_every):
+            held.append(len(read) - len(held))  # frames read but not yet given out, this one included
+            assert pred.image is not None
+        assert len(held) == 60 and (max(held) == most_held if detect_every == 1 else max(held) <= most_held + 3)
 
 
 def test_cli_writes_faceless_frames_to_the_csv_as_they_come(cli, video, tmp_path, user_registrations):
@@ -372,6 +374,10 @@ def test_cli_writes_faceless_frames_to_the_csv_as_they_come(cli, video, tmp_path
             seen.append(len(out.read_text().splitlines()) - 1 if out.exists() else -1)
             return []
     emozoo.register_face_detector("watcher-b", Watcher)
-    result = cli("predict", video, "--detector", "watcher-b", "--csv", out, "--annotate", tmp_path / "drawn")
+    result = cli("predict", video, "--detector", "watcher-b", "--csv", out, "--annotate", tmp_path / "drawn",
+                 "--detect-every", 1)
     assert result.exit_code == 0, result.output
     assert seen == list(range(12)) and len(out.read_text().splitlines()) == 13
+    seen.clear()  # with --detect-every 4 the detector sees frames 0, 4, 8 and the last, 11; the frames before are written
+    assert cli("predict", video, "--detector", "watcher-b", "--csv", out, "--detect-every", 4).exit_code == 0
+    assert seen == [0, 1, 5, 9] and len(out.read_text().splitlines()) == 13

@@ -25,12 +25,12 @@ def by_source_frame(rows):
     return sorted(rows, key=lambda r: (r["source"], -1 if r["frame"] is None else r["frame"]))
 
 
-def write_video(path, frames, fourcc="MJPG", face=None):
-    """``frames`` frames of 320x240 at 10 fps, the face moving right 4 pixels a frame over a grey ramp that
-    changes with the frame number (so every frame differs)."""
+def write_video(path, frames, fourcc="MJPG", face=None, cut=None):
+    """``frames`` frames of 320x240 at 10 fps, the face moving right 4 pixels a frame over a grey that changes with
+    the frame number (so every frame differs), and turns white from frame ``cut`` on (a scene cut)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (320, 240))
     for i in range(frames):
-        frame = np.full((240, 320, 3), (40 + 3 * i) % 256, np.uint8)
+        frame = np.full((240, 320, 3), (40 + 3 * i) % 256 if cut is None or i < cut else 250, np.uint8)
         if face is not None:
             frame[50:190, 10 + 4 * i:150 + 4 * i] = face
         writer.write(frame)
@@ -40,7 +40,7 @@ def write_video(path, frames, fourcc="MJPG", face=None):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """8 variants of the astronaut photo, a corrupt JPEG, a text file named .jpg, and a 30-frame video."""
+    """8 variants of the astronaut photo, a corrupt JPEG, a text file named .jpg, and a 30-frame video with a cut."""
     d = tmp_path_factory.mktemp("ray-inputs")
     photo = Image.open(REPO / "examples" / "astronaut.jpg").convert("RGB").resize((256, 256), Image.BILINEAR)
     for i in range(8):
@@ -49,7 +49,7 @@ def folder(tmp_path_factory):
     (d / "corrupt.jpg").write_bytes((d / "photo0.jpg").read_bytes()[:500])
     (d / "notes.jpg").write_text("not a picture")
     face = cv2.cvtColor(np.asarray(photo.crop((60, 5, 164, 109)).resize((140, 140))), cv2.COLOR_RGB2BGR)
-    write_video(d / "clip.avi", 30, face=face)
+    write_video(d / "clip.avi", 30, face=face, cut=16)  # a scene cut where a segment of 8 frames starts
     return d
 
 
@@ -63,13 +63,15 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def single(folder):
-    return records(emozoo.predict(folder, MODEL, detector="haar"))
+    """One process, detecting on every frame: the setting in which predict_ray splits videos into segments."""
+    return records(emozoo.predict(folder, MODEL, detector="haar", detect_every=1))
 
 
 def run(folder, **kwargs):
     from emozoo.inference.ray import predict_ray
 
-    kwargs = {"model": MODEL, "detector": "haar", "num_workers": 2, "segment_frames": 8, "images_per_task": 3, **kwargs}
+    kwargs = {"model": MODEL, "detector": "haar", "num_workers": 2, "segment_frames": 8, "images_per_task": 3,
+              "detect_every": 1, **kwargs}
     return records(predict_ray(folder, **kwargs))
 
 
@@ -81,17 +83,18 @@ def test_two_workers_give_the_single_process_records_row_by_row(cluster, folder,
     assert by_source_frame(got) == by_source_frame(single)
     assert got == single  # and in the same order: input order, frames ascending
     video = [r for r in got if r["frame"] is not None]
-    assert [r["frame"] for r in video] == list(range(30)) and {f["track"] for r in video for f in r["faces"]} == {0}
+    tracks = [[f["track"] for f in r["faces"]] for r in video]
+    assert [r["frame"] for r in video] == list(range(30)) and tracks == [[0]] * 16 + [[1]] * 14  # renumbered at the cut
     errors = {os.path.basename(r["source"]): r["error"] for r in got if r["error"]}
     assert set(errors) == {"corrupt.jpg", "notes.jpg"}                         # per-row errors, not a dead job
     assert "truncated or corrupt image" in errors["corrupt.jpg"] and "not an image" in errors["notes.jpg"]
 
 
-def test_smoothing_keeps_each_video_whole_and_a_model_object_travels(cluster, folder):
+def test_key_frames_and_smoothing_keep_each_video_whole_and_a_model_object_travels(cluster, folder):
     torch.manual_seed(0)
     model = emozoo.create(MODEL)  # random weights, sent to the workers through the object store
-    smooth = records(emozoo.predict(folder / "clip.avi", model, detector="haar", every=2, smooth=0.6))
-    assert run(folder / "clip.avi", model=model, every=2, smooth=0.6) == smooth  # smoothing keeps the video whole
+    smooth = records(emozoo.predict(folder / "clip.avi", model, detector="haar", every=2, smooth=0.6, detect_every=3))
+    assert run(folder / "clip.avi", model=model, every=2, smooth=0.6, detect_every=3) == smooth
     assert plan_tasks(expand_inputs(folder / "clip.avi"), 2, None, 3)[0]["whole"]
 
 
@@ -114,7 +117,8 @@ def test_a_worker_killed_on_its_first_batch_loses_no_row(cluster, folder, tmp_pa
 
     got = run(folder, detector=DiesOnce(marker), every=3)  # every 3rd frame: segments of 9 frames
     assert marker.exists()
-    assert by_source_frame(got) == by_source_frame(records(emozoo.predict(folder, MODEL, detector="haar", every=3)))
+    want = records(emozoo.predict(folder, MODEL, detector="haar", every=3, detect_every=1))
+    assert by_source_frame(got) == by_source_frame(want)
 
 
 def test_cli_ray_matches_the_plain_run(cluster, cli, folder):
@@ -168,15 +172,15 @@ def test_a_segment_read_by_seeking_has_exactly_the_frames_read_in_sequence(tmp_p
         sequence.append(cv2.cvtColor(frame[1], cv2.COLOR_BGR2RGB))
     cap.release()
     assert len(sequence) == 40
-    segment = Segment(str(path), 17, 29, 3)
+    segment = Segment(str(path), 18, 29, 3)
     frames = list(segment)
-    assert [i for i, _, _ in frames] == [18, 21, 24, 27] and not segment.ended
-    assert all(np.array_equal(image, sequence[i]) for i, _, image in frames)
+    assert [i for i, _, _, _ in frames] == [18, 21, 24, 27] and not segment.ended
+    assert all(np.array_equal(image, sequence[i]) for i, _, image, _ in frames)
     assert frames[0][1] == pytest.approx(1.8)
     segment = Segment(str(path), 32, -1, 1)
     tail = list(segment)
-    assert [i for i, _, _ in tail] == list(range(32, 40)) and segment.ended
-    assert all(np.array_equal(image, sequence[i]) for i, _, image in tail)
+    assert [i for i, _, _, _ in tail] == list(range(32, 40)) and segment.ended
+    assert all(np.array_equal(image, sequence[i]) for i, _, image, _ in tail)
 
 
 def test_records_travel_with_every_float_exact(folder):
@@ -205,7 +209,7 @@ def test_an_input_that_kills_every_worker_becomes_an_error_and_the_run_goes_on(c
     Image.new("RGB", (300, 200)).save(killer / "wide.png")
     inputs = [folder, killer, folder / "photo0.jpg", folder / "photo1.jpg"]
     got = records(predict_ray(inputs, MODEL, detector=KillsOnWide(), num_workers=2, segment_frames=8, images_per_task=3,
-                              max_retries=1))
+                              max_retries=1, detect_every=1))
     tasks = plan_tasks(expand_inputs(inputs), 1, 8, 3)
     assert [os.path.basename(t["source"]) for t in tasks if t["task"] == tasks[-2]["task"]] == ["photo7.jpg", "wide.png",
                                                                                                 "photo0.jpg"]

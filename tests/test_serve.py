@@ -7,9 +7,6 @@ import builtins
 import io
 import json
 import os
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
+from serve_process import serving  # noqa: E402
 
 from emozoo.cli import main  # noqa: E402
 from emozoo.cli.serve import MISSING_EXTRA, has_serve_extra, host_warning  # noqa: E402
@@ -168,9 +166,19 @@ def test_limits_from_the_environment(monkeypatch):
     assert r.status_code == 413 and "1,000 bytes" in r.json()["detail"]
 
 
+def test_the_web_page(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for words in ('id="photo"', 'id="camera"', 'id="key"', "X-API-Key", "toBlob", "image/jpeg"):
+        assert words in r.text
+    assert "/" not in client.get("/openapi.json").json()["paths"]  # a page, not an API endpoint
+
+
 def test_api_key():
     with TestClient(create_app("emoxnetlite", "full", api_key="s3cret")) as c:
         assert c.get("/health").status_code == 200  # always open
+        page = c.get("/")  # open too: the page holds no data and asks for the key
+        assert page.status_code == 200 and 'id="key"' in page.text
         for path in ("/models", "/docs", "/openapi.json"):
             r = c.get(path)
             assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
@@ -211,39 +219,9 @@ def test_binding_beyond_localhost_warns():
         assert "reachable from other machines" in host_warning(host) and "--api-key" in host_warning(host)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_real_uvicorn_process():
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "emozoo.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    assert json.load(r)["status"] == "ok"
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not answer /health within 60 s"
-                time.sleep(0.3)
+    with serving() as base:
         req = urllib.request.Request(f"{base}/predict", data=PHOTO, headers={"Content-Type": "image/jpeg"})
         with urllib.request.urlopen(req, timeout=60) as r:
             [p] = json.load(r)["predictions"]
-        assert p["error"] is None and len(p["faces"]) >= 1 and p["faces"][0]["label"] in LABELS
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    assert p["error"] is None and len(p["faces"]) >= 1 and p["faces"][0]["label"] in LABELS

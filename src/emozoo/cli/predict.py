@@ -9,6 +9,12 @@ from pathlib import Path
 import click
 
 from .output import echo_json
+from .predict_output import JsonLines, JsonList, frame_key
+from .predict_output import resume as resume_output
+
+#: --detect-every's default: emozoo.inference.tracking.DEFAULT_DETECT_EVERY (not imported here: it would load torch for
+#: every command; a test checks they agree)
+DETECT_EVERY = 5
 
 #: extensions an annotated image keeps; any other input is written as PNG
 ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -23,15 +29,29 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
                    "full (the inputs are face crops), or one a plugin registered (`emozoo plugins`).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Faces per forward pass; faces of many images share a batch.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per image or video frame.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list: one object per image or video frame, one per line as they come "
+                   "(with --summary: the per-track summary instead).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write one CSV row per face (and per faceless image or error) to FILE, or - for stdout.")
+@click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write one JSON object per image or video frame and line (JSON Lines) to FILE, or - for stdout.")
+@click.option("--resume", is_flag=True,
+              help="Append to the --csv / --jsonl FILE a killed run left, skipping the (source, frame) results "
+                   "already in it (videos are read again from the start, so tracks match an uninterrupted run).")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False),
               help="Write copies of the inputs with boxes and labels drawn into this folder.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
               help="Videos and camera: classify every N-th frame.")
 @click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Videos and camera: weight of past frames in a moving average of each face's scores (0: none).")
+              help="Videos and camera: weight of past frames in a moving average of each track's scores (0: none).")
+@click.option("--detect-every", default=DETECT_EVERY, show_default=True, type=click.IntRange(min=1),
+              help="Video files: run the detector on every N-th classified frame (and at once after a scene cut) and "
+                   "follow the faces between; 1: detect on every frame.")
+@click.option("--summary", is_flag=True,
+              help="Videos: print per track its duration, dominant expression and each label's share of its frames.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Videos: draw each track's scores over time into this image file (needs emozoo[plot]).")
 @click.option("--camera", type=click.IntRange(min=0), metavar="INDEX",
               help="Read webcam INDEX; with a display, show the overlay (q or Esc quits; Ctrl-C stops).")
 @click.option("--min-face", default=0.0, show_default=True, type=click.FloatRange(min=0),
@@ -50,32 +70,42 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="With --ray: worker processes, one CPU each [default: one per cluster CPU].")
 @click.pass_context
-def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, annotate_dir, every, smooth, camera,
-                min_face, min_confidence, device, flip, ray_address, ray_workers):
+def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, jsonl_path, resume, annotate_dir, every,
+                smooth, detect_every, summary, plot_path, camera, min_face, min_confidence, device, flip, ray_address,
+                ray_workers):
     """Find the faces in PATHS (images, videos, directories, glob patterns) and classify their expressions.
 
     Prints one line per face, or writes --json / --csv with every label's calibrated score, the margin
     between the top two, whether the face is uncertain (--min-confidence) and, for an ensemble, each
     member's top label and the members' agreement. An input that cannot be read is reported on one
     line and the others go on; the exit status is 1 if any failed.
+
+    In videos, faces are detected on every --detect-every-th frame and followed between (ByteTrack), and each keeps
+    a track number. Results are written as they come, so memory stays the same for a video of any length.
     """
     from tqdm import tqdm
 
     from .._builder import create
     from ..inference import CAMERA_PREFIX, Predictor, resolve_device
     from ..inference.engine import check_min_confidence
+    from ..inference.timeline import Timeline, check_plot
 
     if camera is not None and paths:
         raise click.UsageError("give PATH... or --camera INDEX, not both")
     if camera is None and not paths:
         raise click.UsageError("give at least one PATH (image, video, directory or glob pattern) or --camera INDEX")
-    if as_json and csv_path == "-":
-        raise click.UsageError("--json and --csv - both write to standard output: give --csv a FILE")
+    if sum((as_json, csv_path == "-", jsonl_path == "-")) > 1:
+        raise click.UsageError("--json, --csv - and --jsonl - all write to standard output: give a FILE to all but one")
+    if resume and not (csv_path not in (None, "-") or jsonl_path not in (None, "-")):
+        raise click.UsageError("--resume appends to the --csv FILE or --jsonl FILE a killed run left: give one")
+    if plot_path:
+        check_plot(plot_path)
     if ray_address is not None and (camera is not None or annotate_dir):
         raise click.UsageError("--ray reads files on its workers: it does not take --camera or --annotate")
     device = resolve_device(device)  # before any work: a device this machine lacks is a one-line error
     min_confidence = check_min_confidence(min_confidence)
-    csv_file = _open_output(csv_path) if csv_path else None
+    csv_file = jsonl_file = None
+    csv_done, jsonl_done = set(), set()
     annotator = None
     try:
         annotator = _Annotator(annotate_dir, every) if annotate_dir else None
@@ -83,48 +113,73 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, anno
         model_name, model = model, create(model, pretrained=True, flip=flip)
         predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device,
                               min_confidence=min_confidence)
+        if csv_path:
+            header = _CsvWriter.header(predictor.labels, predictor.member_names)
+            csv_file, csv_done = resume_output(csv_path, "--csv", header) if resume else (None, set())
+            csv_file = csv_file or _open_output(csv_path, "--csv")
+        if jsonl_path:
+            jsonl_file, jsonl_done = resume_output(jsonl_path, "--jsonl") if resume else (None, set())
+            jsonl_file = jsonl_file or _open_output(jsonl_path, "--jsonl", newline=None)
     except BaseException:
-        if csv_file not in (None, sys.stdout):
-            csv_file.close()
+        for f in (csv_file, jsonl_file):
+            if f not in (None, sys.stdout):
+                f.close()
         raise
     inputs = [f"{CAMERA_PREFIX}{camera}"] if camera is not None else _expand(paths)
-    rows = _CsvWriter(csv_file, predictor.labels, predictor.member_names) if csv_file else None
-    records, failed, faces = [], 0, 0
+    if resume:  # an image whose result every output file has is not read again
+        inputs = [i for i in inputs if not all(frame_key(i, None) in d for d, given in
+                                               ((csv_done, csv_path), (jsonl_done, jsonl_path)) if given)]
+    rows = _CsvWriter(csv_file, predictor.labels, predictor.member_names, header=not csv_done and _at_start(csv_file),
+                      done=csv_done) if csv_file else None
+    lines = JsonLines(jsonl_file, jsonl_done) if jsonl_file else None
+    timeline = Timeline(predictor.labels, series=bool(plot_path)) if summary or plot_path else None
+    records = JsonList() if as_json and not summary else None
+    failed, faces = 0, 0
     try:
         if ray_address is not None:
             from ..inference.ray import predict_ray
 
             stream = predict_ray(inputs, model_name, detector, address=ray_address or None, num_workers=ray_workers,
                                  batch_size=batch_size, every=every, smooth=smooth, min_face=min_face,
-                                 min_confidence=min_confidence, flip=flip, device=str(device))
+                                 min_confidence=min_confidence, flip=flip, device=str(device), detect_every=detect_every)
         else:
-            stream = predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window))
+            stream = predictor(inputs, every=every, smooth=smooth, keep_images=bool(annotator or window),
+                               detect_every=detect_every)
         for pred in stream:
             failed += pred.error is not None
             faces += len(pred.faces)
             if pred.error:
                 with tqdm.external_write_mode(file=sys.stderr):
                     click.echo(f"Error: {pred.error}", err=True)
-            if as_json:
-                records.append(pred.as_dict())
+            if records:
+                records.write(pred.as_dict())
             if rows:
                 rows.write(pred)
+            if lines:
+                lines.write(pred)
+            if timeline:
+                timeline.add(pred)
             if annotator:
                 annotator.write(pred)
             if window and pred.image is not None and not window.show(pred):
                 break
-            if not (as_json or csv_path == "-") and not pred.error:
+            if not (as_json or summary or csv_path == "-" or jsonl_path == "-") and not pred.error:
                 with tqdm.external_write_mode(file=sys.stdout):
                     click.echo("\n".join(_lines(pred)))
     except KeyboardInterrupt:
         if camera is None:
             raise
     finally:
-        for sink in (rows, annotator, window):
+        for sink in (rows, lines, records, annotator, window):
             if sink:
                 sink.close()
-    if as_json:
-        echo_json(records)
+    if timeline and plot_path:
+        timeline.plot(plot_path)
+    if timeline and summary:
+        if as_json:
+            echo_json({"tracks": timeline.summary()})
+        else:
+            click.echo("\n".join(timeline.lines() or ["no tracked face"]))
     if failed:
         click.echo(f"{failed} input(s) failed.", err=True)
         ctx.exit(1)
@@ -168,8 +223,8 @@ def _verdict(face) -> str:
     return f"{text} ({', '.join(notes + [f'detector {face.confidence:.2f}'])})"
 
 
-def _open_output(path: str):
-    """``--csv FILE`` opened for writing before any work (``-``: standard output), or a one-line
+def _open_output(path: str, option: str = "--csv", newline: str | None = ""):
+    """``--csv FILE`` (or ``--jsonl FILE``) opened for writing before any work (``-``: standard output), or a one-line
     :class:`emozoo.DataError` that says why it cannot be."""
     from ..errors import DataError
 
@@ -177,11 +232,15 @@ def _open_output(path: str):
         return sys.stdout
     parent = Path(path).parent
     if not parent.is_dir():
-        raise DataError(f"--csv {path}: the folder {parent} does not exist; create it or write elsewhere")
+        raise DataError(f"{option} {path}: the folder {parent} does not exist; create it or write elsewhere")
     try:
-        return open(path, "w", newline="")  # noqa: SIM115 - closed by _CsvWriter.close()
+        return open(path, "w", newline=newline)  # noqa: SIM115 - closed by its writer's close()
     except OSError as exc:
-        raise DataError(f"--csv {path}: cannot write it ({exc.strerror or exc}); choose a writable path") from None
+        raise DataError(f"{option} {path}: cannot write it ({exc.strerror or exc}); choose a writable path") from None
+
+
+def _at_start(file) -> bool:
+    return file is sys.stdout or file.tell() == 0
 
 
 class _CsvWriter:
@@ -189,16 +248,22 @@ class _CsvWriter:
     label and every label's score, then ``margin``, ``uncertain`` (0/1), ``agreement`` and, for an ensemble, a
     ``member:i:backbone`` column per member holding its top label."""
 
-    def __init__(self, file, labels, member_names=None):
+    def __init__(self, file, labels, member_names=None, header: bool = True, done: set | None = None):
         self.labels, self.members = list(labels), list(member_names or [])
-        self.file = file
+        self.file, self.done = file, done or set()
         self.csv = csv.writer(self.file)
-        self.csv.writerow(["source", "frame", "time", "face", "track", "x0", "y0", "x1", "y1", "confidence", "label",
-                           *self.labels, "margin", "uncertain", "agreement", *(f"member:{n}" for n in self.members),
-                           "error"])
+        if header:
+            self.csv.writerow(self.header(self.labels, self.members))
         self.file.flush()
 
+    @staticmethod
+    def header(labels, member_names=None) -> list[str]:
+        return ["source", "frame", "time", "face", "track", "x0", "y0", "x1", "y1", "confidence", "label", *labels,
+                "margin", "uncertain", "agreement", *(f"member:{n}" for n in member_names or []), "error"]
+
     def write(self, pred) -> None:
+        if frame_key(pred.source, pred.frame) in self.done:
+            return
         head = [pred.source, _blank(pred.frame), _blank(pred.time, "{:.3f}")]
         if not pred.faces:
             self.csv.writerow(head + [""] * (11 + len(self.labels) + len(self.members)) + [pred.error or ""])

@@ -14,7 +14,7 @@ from ..errors import ConfigError, DataError, WeightsError
 from .crop import crop_face
 from .results import UNCERTAIN, FacePrediction, Prediction
 from .sources import CAMERA_PREFIX, expand_inputs, iter_frames, progress_bar
-from .tracking import Tracker
+from .tracking import DEFAULT_DETECT_EVERY, Follower, Smoother
 
 
 class Predictor:
@@ -119,52 +119,55 @@ class Predictor:
         return np.concatenate(probs), np.concatenate(tops) if tops else np.zeros((0, len(self.member_names)), np.int64)
 
     def __call__(self, inputs: Any, *, every: int = 1, smooth: float = 0.0, keep_images: bool = False,
-                 progress: bool | None = None) -> Iterator[Prediction]:
-        """Yield a :class:`Prediction` per image and per ``every``-th video frame, in input order."""
+                 progress: bool | None = None, detect_every: int = DEFAULT_DETECT_EVERY) -> Iterator[Prediction]:
+        """Yield a :class:`Prediction` per image and per ``every``-th video frame, in input order.
+
+        In a video file the detector runs on every ``detect_every``-th of those frames (1: all), on the last one and
+        at once after a scene cut; the faces are followed between (:class:`emozoo.inference.tracking.Follower`)."""
         if every < 1:
             raise ConfigError(f"every must be at least 1, got {every}")
+        if detect_every < 1:
+            raise ConfigError(f"detect_every must be at least 1 (1: detect on every frame), got {detect_every}")
         if not 0 <= smooth < 1:
             raise ConfigError(f"smooth must be in [0, 1) (0: no smoothing), got {smooth}")
-        return self._run(expand_inputs(inputs), every, Tracker(smooth), keep_images, progress)
+        return self._run(expand_inputs(inputs), every, Follower(self.detect, detect_every), Smoother(smooth),
+                         keep_images, progress)
 
-    def _run(self, items, every, tracker, keep_images, progress) -> Iterator[Prediction]:
-        pending: list[tuple[Prediction, list[Face]]] = []
+    def _run(self, items, every, follower, smoother, keep_images, progress) -> Iterator[Prediction]:
+        pending: list[tuple[Prediction, list[Face], list[int] | None]] = []
         crops: list[torch.Tensor] = []
         bar = progress_bar(progress, total=len(items), desc="predict", unit="input", show=len(items) > 1)
         last_source = None
-        for pred, image in iter_frames(items, every, keep_images, progress):
+        for pred, image, faces, tracks in follower(iter_frames(items, every, keep_images, progress)):
             if last_source is not None and pred.source != last_source:
                 bar.update()
             last_source = pred.source
-            faces = []
-            if image is not None:
-                try:
-                    faces = self.detect(image)
-                except DataError as exc:
-                    pred.error = f"{pred.source}: {exc}"
             crops += self.crops(image, faces)
-            pending.append((pred, faces))
+            pending.append((pred, faces, tracks))
             # Flush when a batch of crops is ready, and also: at once when nothing waits for the model (faceless
             # frames and errors come out as they come), after batch_size frames (so frames with few faces, kept
             # for drawing, do not pile up in memory), and for every camera frame (a camera waits for no batch).
             if (not crops or len(crops) >= self.batch_size or len(pending) >= self.batch_size
                     or pred.source.startswith(CAMERA_PREFIX)):
-                yield from self._finish(pending, crops, tracker)
-        yield from self._finish(pending, crops, tracker)
+                yield from self._finish(pending, crops, smoother)
+        yield from self._finish(pending, crops, smoother)
         bar.update()
         bar.close()
 
-    def _finish(self, pending, crops, tracker) -> Iterator[Prediction]:
+    def _finish(self, pending, crops, smoother) -> Iterator[Prediction]:
         """Classify the crops of the pending predictions, fill in their faces and yield them."""
         probs, member_tops = self.classify_members(crops)
         k = 0
-        for pred, faces in pending:
+        for pred, faces, tracks in pending:
             found, tops, k = probs[k:k + len(faces)], _rows(member_tops, k, len(faces)), k + len(faces)
             if not np.isfinite(found).all():
                 pred.error = (f"{pred.source}: the model {self.model_name} gave non-finite scores (NaN or infinity) "
                               "for this input; check its weights and config.input mean/std")
                 faces, found = [], found[:0]
-            tracked = tracker.update(pred, faces, found) if pred.frame is not None else [(p, None) for p in found]
+            if tracks is None:
+                tracked = [(p, None) for p in found]
+            else:
+                tracked = list(zip(smoother(pred, tracks, found), tracks))
             pred.faces = [self._face(f, p, track, tops[j] if tops is not None else None)
                           for j, (f, (p, track)) in enumerate(zip(faces, tracked))]
             yield pred
@@ -283,18 +286,21 @@ def _grey_if_equal(image: np.ndarray, in_chans: int) -> np.ndarray:
 def iter_predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *,
                  batch_size: int = 32, every: int = 1, smooth: float = 0.0, min_face: float = 0,
                  device: str | torch.device | None = None, keep_images: bool = False,
-                 progress: bool | None = None, min_confidence: float = 0.0) -> Iterator[Prediction]:
+                 progress: bool | None = None, min_confidence: float = 0.0,
+                 detect_every: int = DEFAULT_DETECT_EVERY) -> Iterator[Prediction]:
     """Like :func:`predict`, but yields each :class:`Prediction` as soon as its faces are classified,
     in input order: for long videos and for cameras (``"camera:0"``), which never end."""
     predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device,
                           min_confidence=min_confidence)
-    return predictor(inputs, every=every, smooth=smooth, keep_images=keep_images, progress=progress)
+    return predictor(inputs, every=every, smooth=smooth, keep_images=keep_images, progress=progress,
+                     detect_every=detect_every)
 
 
 def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any = "auto", *,
             batch_size: int = 32, every: int = 1, smooth: float = 0.0, min_face: float = 0,
             device: str | torch.device | None = None, keep_images: bool = False,
-            progress: bool | None = None, min_confidence: float = 0.0) -> list[Prediction]:
+            progress: bool | None = None, min_confidence: float = 0.0,
+            detect_every: int = DEFAULT_DETECT_EVERY) -> list[Prediction]:
     """The expression of every face in ``inputs``: one :class:`Prediction` per image or video frame.
 
     - ``inputs``: an image or video path, a directory (searched recursively), a glob pattern
@@ -311,6 +317,9 @@ def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any =
     - ``batch_size``: faces per forward pass; faces of many images and frames share a batch.
     - ``every``: in videos, classify every N-th frame; ``smooth``: in videos, weight in [0, 1) of the
       previous frames in an exponential moving average of each tracked face's scores.
+    - ``detect_every``: in video files, run the detector on every N-th classified frame (and on the last one, and at
+      once after a scene cut) and follow the faces between (1: detect on every frame). Faces keep a ``track`` number
+      (ByteTrack) through a video, also after being hidden for up to a second.
     - ``min_face``: ignore faces narrower or shorter than this many pixels.
     - ``min_confidence``: in [0, 1); a face whose top probability is below it gets the label ``"uncertain"``
       (its scores are still all there; ``benchmarks/coverage.py`` shows what each threshold keeps and gains).
@@ -327,4 +336,4 @@ def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any =
     """
     return list(iter_predict(inputs, model, detector, batch_size=batch_size, every=every, smooth=smooth,
                              min_face=min_face, device=device, keep_images=keep_images, progress=progress,
-                             min_confidence=min_confidence))
+                             min_confidence=min_confidence, detect_every=detect_every))

@@ -9,10 +9,13 @@ row, as a single-process run:
 - Each face's scores depend only on its own crop (the model is in eval mode), so splitting the work changes none of
   them; the tests check that the records are equal, to the last bit, for emoxnetlite on CPU (kernels that round
   differently by batch size, as some GPU ones do, could differ in the last digits).
-- Track numbers are cross-frame state: the driver renumbers the faces of every video frame, in order, with the same
-  :class:`Tracker` the single-process path uses (without smoothing the scores pass through it unchanged, so only the
-  numbers are replayed). With ``smooth > 0`` the smoothed scores depend on every earlier frame, so each video is then
-  one task, read whole by one worker, exactly as in one process.
+- A video carries state from frame to frame: detection on key frames with the boxes between interpolated
+  (``detect_every > 1``), track numbers (ByteTrack) and smoothed scores (``smooth > 0``). With the defaults each video
+  is therefore one task, read whole by one worker, exactly as in one process (videos run in parallel with each
+  other and with the images). With ``detect_every=1`` and ``smooth=0`` the faces of a frame depend on that frame
+  alone, and only the track numbers cross frames: videos are then split into segments, and the driver replays the
+  numbers in frame order with the same :class:`FaceTracker` and scene-cut test the single-process path uses (each
+  segment also reads the frame before it, for the test).
 - A video that cannot be read to its end stops where one process would stop: the segments after the first one that
   could not read on are dropped.
 
@@ -35,11 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from .._detectors import Face
 from ..errors import ConfigError
 from .engine import check_min_confidence
 from .results import FacePrediction, Prediction
 from .sources import CAMERA_PREFIX, IMAGE_EXTS, VIDEO_EXTS, expand_inputs
-from .tracking import Tracker
+from .tracking import DEFAULT_DETECT_EVERY, LOST_FRAMES, FaceTracker, scene_cut, tiny_grey
 
 INSTALL_HINT = "Ray is not installed: pip install 'emozoo[ray]' (or pip install 'ray[data]')"
 
@@ -47,7 +51,8 @@ INSTALL_HINT = "Ray is not installed: pip install 'emozoo[ray]' (or pip install 
 def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto", *, address: str | None = None,
                 num_workers: int | None = None, batch_size: int = 32, every: int = 1, smooth: float = 0.0,
                 min_face: float = 0, min_confidence: float = 0.0, flip: bool | None = None, device: str | None = None,
-                images_per_task: int = 16, segment_frames: int = 64, max_retries: int = 3) -> Iterator[Prediction]:
+                images_per_task: int = 16, segment_frames: int = 64, max_retries: int = 3,
+                detect_every: int = DEFAULT_DETECT_EVERY) -> Iterator[Prediction]:
     """Yield a :class:`Prediction` per image and per ``every``-th video frame, in input order, computed by
     ``num_workers`` Ray actors; the records are those of :func:`emozoo.iter_predict` on the same inputs.
 
@@ -60,16 +65,18 @@ def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto",
       ``"auto"`` or ``"HOST:6379"`` joins that cluster from one of its nodes (``ray://`` is refused: Ray Data does
       not run through Ray Client).
     - ``num_workers``: actors, one CPU each (and one GPU each when ``device`` is cuda); None: one per cluster CPU.
-    - ``images_per_task``: image files per task; ``segment_frames``: video frames per task (``smooth > 0``: each
-      video is one task); ``max_retries``: restarts of a dead worker and retries of its task.
-    - ``batch_size``, ``every``, ``smooth``, ``min_face``, ``min_confidence``, ``device``: as :func:`emozoo.predict`.
+    - ``images_per_task``: image files per task; ``segment_frames``: video frames per task when videos are split
+      (``detect_every=1`` and ``smooth=0``; otherwise each video is one task); ``max_retries``: restarts of a dead
+      worker and retries of its task.
+    - ``batch_size``, ``every``, ``smooth``, ``detect_every``, ``min_face``, ``min_confidence``, ``device``: as
+      :func:`emozoo.predict`.
     """
     try:
         import ray
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
     for name, value in (("every", every), ("batch_size", batch_size), ("images_per_task", images_per_task),
-                        ("segment_frames", segment_frames)):
+                        ("segment_frames", segment_frames), ("detect_every", detect_every)):
         if int(value) < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     if not 0 <= smooth < 1:
@@ -80,9 +87,10 @@ def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto",
     if str(address or "").startswith("ray://"):  # Ray Data's executor needs a core worker, which a client lacks
         raise ConfigError(f"{address}: Ray Data does not run through Ray Client (ray://): run emozoo on a machine of "
                           "the cluster (e.g. over ssh) with --ray=auto or --ray=HEAD:6379")
-    tasks = plan_tasks(expand_inputs(inputs), every, segment_frames if smooth == 0 else None, images_per_task)
+    split = smooth == 0 and detect_every == 1  # otherwise frames depend on earlier ones: whole videos
+    tasks = plan_tasks(expand_inputs(inputs), every, segment_frames if split else None, images_per_task)
     settings = dict(model=model, detector=detector, flip=flip, batch_size=batch_size, every=every, smooth=smooth,
-                    min_face=min_face, min_confidence=min_confidence, device=device)
+                    detect_every=detect_every, min_face=min_face, min_confidence=min_confidence, device=device)
     return _stream(ray, address, tasks, settings, num_workers, max_retries)
 
 
@@ -177,33 +185,31 @@ def _run(ray, rows: list[dict], settings: dict, num_workers, max_retries, device
                                 max_restarts=max_retries, max_task_retries=max_retries)
         rerun = lambda units: _run(ray, [dict(u, task=i) for i, u in enumerate(units)], settings, num_workers,
                                    max_retries, device)
-        yield from _collect(ds.iter_rows(), tasks, settings["smooth"], rerun)
+        yield from _collect(ds.iter_rows(), tasks, rerun)
     finally:
         ctx.execution_options.preserve_order, ctx.max_errored_blocks, ctx.enable_progress_bars = saved
         data_log.setLevel(level)
 
 
-def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], smooth: float, rerun) -> Iterator[Prediction]:
+def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], rerun) -> Iterator[Prediction]:
     """The predictions of the result rows, in order: the segments after the one where a video stopped are dropped,
-    and without smoothing the track numbers of video frames are replayed in order, as one process numbers them.
+    and the track numbers of split videos are replayed in frame order, as one process numbers them.
 
     A task that never came back (its worker died on every retry) becomes one error per input when it held one
     input; one that held several images is run again, each image its own task (``rerun(units)``), once this run
     is over, so that only the input that kills its worker is lost; the predictions after it wait until then."""
-    tracker, stopped, expected, waiting = Tracker(0.0), {}, 0, []
-
-    def finish(pred: Prediction) -> Prediction:
-        if smooth == 0 and pred.frame is not None:
-            for face, (_, track) in zip(pred.faces, tracker.update(pred, pred.faces, np.zeros((len(pred.faces), 1)))):
-                face.track = track
-        return pred
+    stopped, expected, waiting = {}, 0, []
+    numbers = _Renumber()
+    finish = numbers.update
+    split_tasks = {t for t, units in tasks.items() if any(u["start"] >= 0 for u in units)}
 
     def lost(task: int) -> list:
         units = [u for u in tasks[task] if u["item"] not in stopped]
         if len(units) > 1:
             return [units]
         return [finish(Prediction(u["source"], error=f"{u['source']}:{_frames(u)} the Ray worker failed on this input "
-                                                     "after its retries (see the Ray logs)")) for u in units]
+                                                     "after its retries (see the Ray logs)"), False, False)
+                for u in units]
 
     def pieces() -> Iterator:
         nonlocal expected
@@ -215,7 +221,7 @@ def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], smooth: floa
             if stopped.get(item, task) < task:
                 continue
             if result["record"]:
-                yield finish(decode(result["record"]))
+                yield finish(decode(result["record"]), bool(result["cut"]), task in split_tasks)
             if result["stopped"]:
                 stopped[item] = task
         for missing in range(expected, max(tasks) + 1):
@@ -233,6 +239,28 @@ def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], smooth: floa
             yield piece
 
 
+class _Renumber:
+    """The track numbers of split videos' frames, replayed in frame order as :class:`Follower` numbers them with
+    ``detect_every=1``: a :class:`FaceTracker` per video (restarted when the source changes or an image comes
+    between), reset at a scene cut, fed each frame's faces."""
+
+    def __init__(self):
+        self.source, self.tracker = None, None
+
+    def update(self, pred: Prediction, cut: bool, split: bool) -> Prediction:
+        video = pred.frame is not None
+        if pred.source != self.source or not video:
+            self.source, self.tracker = pred.source, None
+        if video and split:
+            if self.tracker is None:
+                self.tracker = FaceTracker(LOST_FRAMES)  # Follower's lost frames at detect_every=1
+            elif cut:
+                self.tracker.reset()
+            for face, track in zip(pred.faces, self.tracker.assign([Face(f.box, f.confidence) for f in pred.faces])):
+                face.track = track
+        return pred
+
+
 def _frames(unit: dict) -> str:
     if unit["start"] < 0:
         return ""
@@ -243,7 +271,7 @@ class RayPredictor:
     """The callable class Ray Data's ``map_batches`` runs in each actor: one :class:`Predictor`, built once, and
     called on each task (a block of one row: its units as JSON)."""
 
-    def __init__(self, model, detector, flip, batch_size, every, smooth, min_face, min_confidence, device):
+    def __init__(self, model, detector, flip, batch_size, every, smooth, detect_every, min_face, min_confidence, device):
         from .._builder import create
         from .engine import Predictor
 
@@ -255,7 +283,7 @@ class RayPredictor:
             model = create(model, pretrained=True, flip=flip)
         self.predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device,
                                    min_confidence=min_confidence)
-        self.every, self.smooth = every, smooth
+        self.every, self.smooth, self.detect_every = every, smooth, detect_every
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
@@ -268,7 +296,7 @@ class RayPredictor:
                 if u["start"] >= 0 or u["whole"]:
                     out += self._guarded([u], lambda u=u: self._video(u))
         return {key: np.array([o[key] for o in out], dtype=object if key == "record" else None)
-                for key in ("task", "item", "record", "stopped")}
+                for key in ("task", "item", "record", "stopped", "cut")}
 
     def _guarded(self, units, work) -> list[dict]:
         """``work()``'s output rows, or, if it raises, one error row per input (a bug must not end the run)."""
@@ -288,7 +316,7 @@ class RayPredictor:
     def _video(self, u) -> list[dict]:
         if u["whole"]:
             return [_row(u, p) for p in self.predictor([u["source"]], every=self.every, smooth=self.smooth,
-                                                       progress=False)]
+                                                       detect_every=self.detect_every, progress=False)]
         segment, chunk, out = Segment(u["source"], u["start"], u["stop"], self.every), [], []
         for frame in segment:  # frames go to the model batch_size at a time (a segment of 4K frames would not fit)
             chunk.append(frame)
@@ -298,53 +326,59 @@ class RayPredictor:
         out += self._frames(u, chunk)
         if not out and u["start"] == 0:  # what one process says of a video with no readable frame
             return self._video(dict(u, whole=True))
-        out = out or [dict(task=u["task"], item=u["item"], record="", stopped=False)]  # says the task came back
+        out = out or [dict(task=u["task"], item=u["item"], record="", stopped=False, cut=False)]  # the task came back
         return [dict(o, stopped=segment.ended) for o in out]
 
     def _frames(self, u, chunk) -> list[dict]:
-        """Rows of video frames ``(index, seconds, image)``, classified as images and then named as frames."""
+        """Rows of video frames ``(index, seconds, image, cut)``, classified as images and then named as frames."""
         out = []
-        for (index, seconds, _), pred in zip(chunk, self.predictor([image for _, _, image in chunk], progress=False)):
+        for (index, seconds, _, cut), pred in zip(chunk, self.predictor([f[2] for f in chunk], progress=False)):
             if pred.error and pred.error.startswith(pred.source + ": "):
                 pred.error = u["source"] + pred.error[len(pred.source):]
             pred.source, pred.frame, pred.time = u["source"], index, seconds
-            out.append(_row(u, pred))
+            out.append(dict(_row(u, pred), cut=cut))
         return out
 
 
 class Segment:
     """The frames ``[start, stop)`` of a video (``stop`` -1: to the end) as one process reads them: iterating yields
-    ``(frame index, seconds, RGB image)`` for every ``every``-th frame by absolute index, one at a time; afterwards
-    ``ended`` is True when a frame could not be read before ``stop`` (one process stops reading the video there).
+    ``(frame index, seconds, RGB image, cut)`` for every ``every``-th frame by absolute index, one at a time, where
+    ``cut`` is the scene-cut test against the frame processed before (for the first, the one before ``start``, read
+    for that alone); afterwards ``ended`` is True when a frame could not be read before ``stop`` (one process stops
+    reading the video there).
 
     Seeks with ``CAP_PROP_POS_FRAMES``; when the capture does not report the asked position, it decodes from the start
-    and skips instead."""
+    and skips instead. ``start`` is a multiple of ``every``."""
 
     def __init__(self, source: str, start: int, stop: int, every: int):
         self.source, self.start, self.stop, self.every = source, start, stop, every
         self.ended = False
 
-    def __iter__(self) -> Iterator[tuple[int, float | None, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[int, float | None, np.ndarray, bool]]:
         import cv2
 
         cap = cv2.VideoCapture(self.source)
         try:
             fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-            start = self.start
-            if start and not (cap.set(cv2.CAP_PROP_POS_FRAMES, start) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start):
+            index = self.start - self.every if self.start >= self.every else 0
+            if index and not (cap.set(cv2.CAP_PROP_POS_FRAMES, index) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == index):
                 cap.release()
                 cap = cv2.VideoCapture(self.source)
-                for _ in range(start):
+                for _ in range(index):
                     if not cap.grab():
                         break
-            index = start
+            before = None
             while self.stop < 0 or index < self.stop:
                 if index % self.every:
                     ok = cap.grab()
                 else:
                     ok, bgr = cap.read()
                     if ok:
-                        yield index, index / fps if fps > 0 else None, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                        now = tiny_grey(image)
+                        if index >= self.start:
+                            yield index, index / fps if fps > 0 else None, image, scene_cut(before, now)
+                        before = now
                 if not ok:
                     self.ended = True
                     break
@@ -354,7 +388,7 @@ class Segment:
 
 
 def _row(unit: dict, pred: Prediction) -> dict:
-    return dict(task=unit["task"], item=unit["item"], record=encode(pred), stopped=False)
+    return dict(task=unit["task"], item=unit["item"], record=encode(pred), stopped=False, cut=False)
 
 
 def encode(pred: Prediction) -> str:

@@ -299,7 +299,27 @@ def _video_frames(source: str, every: int, keep: bool, progress) -> Iterator[tup
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     bar = progress_bar(progress, total=math.ceil(total / every) if total > 0 else None, desc=Path(source).name, unit="frame",
                show=camera or total > every)
-    start, index, produced = time.monotonic(), 0, 0
+    start, produced = time.monotonic(), 0
+    decoded = _decode(cap, every) if camera else _read_ahead(_decode(cap, every))
+    try:
+        for index, image in decoded:
+            seconds = time.monotonic() - start if camera else (index / fps if fps > 0 else None)
+            produced += 1
+            bar.update()
+            yield _ready(Prediction(source, frame=index, time=seconds), image, keep), image
+    finally:
+        decoded.close()
+        cap.release()
+        bar.close()
+    if produced == 0:
+        yield _failed(Prediction(source), "no frame could be decoded"), None
+
+
+def _decode(cap, every: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, RGB frame)`` of every ``every``-th frame of an open ``cv2.VideoCapture``, which it releases."""
+    import cv2
+
+    index = 0
     try:
         while True:
             if index % every:
@@ -310,17 +330,58 @@ def _video_frames(source: str, every: int, keep: bool, progress) -> Iterator[tup
             ok, bgr = cap.read()
             if not ok:
                 break
-            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            seconds = time.monotonic() - start if camera else (index / fps if fps > 0 else None)
-            produced += 1
-            bar.update()
-            yield _ready(Prediction(source, frame=index, time=seconds), image, keep), image
+            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             index += 1
     finally:
         cap.release()
-        bar.close()
-    if produced == 0:
-        yield _failed(Prediction(source), "no frame could be decoded"), None
+
+
+#: video frames decoded ahead, in a thread (OpenCV decodes without holding the GIL): a few megabytes at most
+READ_AHEAD = 8
+
+
+def _read_ahead(items: Iterator, size: int = READ_AHEAD) -> Iterator:
+    """``items`` produced in a background thread, at most ``size`` ahead of the consumer (memory stays bounded);
+    closing the returned generator stops the thread and closes ``items``."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(size)
+    stop, end = threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put(item):
+                    break
+        except BaseException as exc:  # re-raised in the consumer
+            put(exc)
+        finally:
+            items.close()
+            put(end)
+
+    thread = threading.Thread(target=work, name="emozoo-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def progress_bar(progress: bool | None, total=None, desc=None, unit="it", show=True):

@@ -1,4 +1,5 @@
-"""The HTTP API: ``POST /predict``, ``GET /models``, ``GET /health`` (OpenAPI docs at ``/docs``).
+"""The HTTP API: ``POST /predict``, ``GET /models``, ``GET /health`` (OpenAPI docs at ``/docs``), and a web
+page at ``/`` (``static/index.html``: a photo or the webcam, its faces boxed and labelled through ``/predict``).
 
 Images are decoded in memory (:func:`emozoo.inference.load_image` on the request's bytes) and never
 written to disk; bad input is answered with a JSON ``{"detail": "..."}`` 4xx naming the problem.
@@ -11,10 +12,11 @@ import json
 import os
 import secrets
 import threading
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -25,6 +27,9 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 #: the most images one JSON request may carry (env EMOZOO_SERVE_MAX_IMAGES)
 DEFAULT_MAX_IMAGES = 64
 #: environment variables that carry the settings to each uvicorn worker (:func:`app_from_env`)
+#: the paths open without the API key: the health check, and the web page, which holds no data (it sends
+#: the key the user types into it as X-API-Key on each /predict)
+OPEN_PATHS = frozenset({"/health", "/"})
 ENV = {"model": "EMOZOO_SERVE_MODEL", "detector": "EMOZOO_SERVE_DETECTOR", "api_key": "EMOZOO_API_KEY",
        "max_bytes": "EMOZOO_SERVE_MAX_BYTES", "max_images": "EMOZOO_SERVE_MAX_IMAGES"}
 
@@ -54,9 +59,10 @@ def create_app(model: Any = "emoxnetlite", detector: Any = "auto", api_key: str 
                max_bytes: int | None = None, max_images: int | None = None, device: str | None = None) -> FastAPI:
     """A FastAPI app serving ``model`` (a name, or a model from :func:`emozoo.create`) with ``detector``.
 
-    The model loads once, here. With ``api_key``, every endpoint but ``/health`` requires the header
-    ``X-API-Key``. ``max_bytes`` (default: env ``EMOZOO_SERVE_MAX_BYTES``, else 20 MB) limits a request's
-    body and ``max_images`` (default: env ``EMOZOO_SERVE_MAX_IMAGES``, else 64) a JSON request's images (413).
+    The model loads once, here. With ``api_key``, every endpoint but ``/health`` and the page at ``/``
+    (:data:`OPEN_PATHS`) requires the header ``X-API-Key``. ``max_bytes`` (default: env
+    ``EMOZOO_SERVE_MAX_BYTES``, else 20 MB) limits a request's body and ``max_images`` (default: env
+    ``EMOZOO_SERVE_MAX_IMAGES``, else 64) a JSON request's images (413).
     """
     from .._version import __version__
     from ..calibration import temperature
@@ -69,14 +75,22 @@ def create_app(model: Any = "emoxnetlite", detector: Any = "auto", api_key: str 
     app = FastAPI(title="emozoo", version=__version__,
                   description="Facial expression recognition: the faces in an image and their expressions.")
     app.state.predictor = predictor
+    page = resources.files(__package__).joinpath("static", "index.html").read_text(encoding="utf-8")
 
     if api_key:
         @app.middleware("http")
         async def require_key(request: Request, call_next):
-            if request.url.path != "/health" and not secrets.compare_digest(
+            """Refuse a request without the key (401), but for OPEN_PATHS: /health, and / whose static page
+            holds no data and asks the user for the key it then sends with each request."""
+            if request.url.path not in OPEN_PATHS and not secrets.compare_digest(
                     request.headers.get("x-api-key", "").encode(), api_key.encode()):
                 return JSONResponse({"detail": "missing or wrong API key: send it in the X-API-Key header"}, 401)
             return await call_next(request)
+
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        """The web page: pick a photo or start the webcam; it posts each to /predict and draws the faces."""
+        return HTMLResponse(page)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -218,7 +218,7 @@ def main(argv=None):
         det_name = "blazeface" if "blazeface" in emozoo.list_detectors() else "haar"
     detector = emozoo.create_detector(det_name, **({"num_threads": args.threads} if det_name.startswith("blazeface") else {}))
     predictor = emozoo.Predictor(args.model, detector, batch_size=args.batch_size)
-    everies = args.detect_every or sorted({DEFAULT_DETECT_EVERY, 3, 4, 6})
+    everies = args.detect_every or sorted({DEFAULT_DETECT_EVERY, 3, 4, 5, 6, 8})
     runs, memory = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_videos(Path(tmp), args.frames)

@@ -14,7 +14,7 @@ from .predict_output import resume as resume_output
 
 #: --detect-every's default: emozoo.inference.tracking.DEFAULT_DETECT_EVERY (not imported here: it would load torch for
 #: every command; a test checks they agree)
-DETECT_EVERY = 5
+DETECT_EVERY = 6
 
 #: extensions an annotated image keeps; any other input is written as PNG
 ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

@@ -20,7 +20,7 @@ from .sources import CAMERA_PREFIX
 
 #: detect on every N-th processed video frame by default (benchmarks/results/predict_fps.md chose it: boxes and labels
 #: agree with detection on every frame, at over 300 fps)
-DEFAULT_DETECT_EVERY = 5
+DEFAULT_DETECT_EVERY = 6
 #: a lost track (a hidden face) keeps its number this many frames
 LOST_FRAMES = 30
 #: the tiny grey frame of the scene-cut test, and the mean absolute difference (0-255) between two of them that is a cut

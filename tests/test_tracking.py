@@ -206,7 +206,7 @@ def test_predict_keeps_the_track_of_a_face_hidden_for_ten_frames(tmp_path, blob)
             frame[60:160, 40 + 3 * i:140 + 3 * i] = face
         writer.write(frame)
     writer.release()
-    preds = emozoo.predict(path, detector=blob)
+    preds = emozoo.predict(path, detector=blob, detect_every=5)  # key frames every 5: 15 and 20 find no face, 25 does
     tracks = [[f.track for f in p.faces] for p in preds]
     assert tracks[:13] == [[0]] * 13 and tracks[25:] == [[0]] * 15     # the same track after it
     assert tracks[15:23] == [[]] * 8  # key frames 15 and 20 find no face; frames between key frames 10 and 15 (20 and

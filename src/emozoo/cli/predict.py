@@ -104,6 +104,9 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, json
     if ray_address is not None and (camera is not None or annotate_dir):
         raise click.UsageError("--ray reads files on its workers: it does not take --camera or --annotate")
     device = resolve_device(device)  # before any work: a device this machine lacks is a one-line error
+    for path, option in ((csv_path, "--csv"), (jsonl_path, "--jsonl")):
+        if path:
+            _check_output(path, option)  # before the model loads; the file is opened once its header is known
     min_confidence = check_min_confidence(min_confidence)
     csv_file = jsonl_file = None
     csv_done, jsonl_done = set(), set()
@@ -224,16 +227,28 @@ def _verdict(face) -> str:
     return f"{text} ({', '.join(notes + [f'detector {face.confidence:.2f}'])})"
 
 
+def _check_output(path: str, option: str) -> None:
+    """A one-line :class:`emozoo.DataError` when ``--csv FILE`` (or ``--jsonl FILE``) cannot be written, checked
+    before any work (``-``, standard output, always can)."""
+    from ..errors import DataError
+
+    if path == "-":
+        return
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise DataError(f"{option} {path}: the folder {parent} does not exist; create it or write elsewhere")
+    if Path(path).is_dir() or not os.access(parent, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        raise DataError(f"{option} {path}: cannot write it; choose a writable path")
+
+
 def _open_output(path: str, option: str = "--csv", newline: str | None = ""):
-    """``--csv FILE`` (or ``--jsonl FILE``) opened for writing before any work (``-``: standard output), or a one-line
+    """``--csv FILE`` (or ``--jsonl FILE``) opened for writing (``-``: standard output), or a one-line
     :class:`emozoo.DataError` that says why it cannot be."""
     from ..errors import DataError
 
     if path == "-":
         return sys.stdout
-    parent = Path(path).parent
-    if not parent.is_dir():
-        raise DataError(f"{option} {path}: the folder {parent} does not exist; create it or write elsewhere")
+    _check_output(path, option)
     try:
         return open(path, "w", newline=newline)  # noqa: SIM115 - closed by its writer's close()
     except OSError as exc:

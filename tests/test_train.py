@@ -549,3 +549,36 @@ def test_ensemble_search_picks_members_and_fusion_on_the_training_holdout(member
     assert refused.exit_code == 1 and "would flatter it" in refused.output
     both = cli("ensemble", member, other, "--search", "--fusion", "mean_logit", "--data", fer_csv, "--out", tmp_path / "y")
     assert both.exit_code == 1 and "give --fusion without --search" in both.output
+
+    # every row carries its MACs (the members' sum); the members' accuracies and the overlap of their errors are reported
+    from emozoo._profile import count_macs
+
+    macs = {str(d): count_macs(emozoo.create(f"local-dir:{d}", pretrained=True), (1, 48, 48)) for d in (member, other)}
+    assert all(r["macs"] == sum(macs[m] for m in r["members"]) for r in rows)
+    assert [m["accuracy"] for m in doc["search"]["members"]] == [rows[0]["accuracy"], rows[1]["accuracy"]]
+    [pair] = doc["search"]["diversity"]
+    assert pair["members"] == [str(member), str(other)] and 0 <= pair["both_wrong"] <= pair["overlap"] <= 1
+    assert "error overlap of each pair" in text.output and "M MACs" in text.output
+    # --max-macs: the best of the subsets that cheap, however good a costlier one
+    cheap = min(macs.values())
+    capped = json.loads(cli("ensemble", member, other, "--search", "--max-macs", cheap, "--data", fer_csv,
+                            "--out", tmp_path / "cheap", "--json").stdout)["search"]
+    assert capped["best"]["macs"] <= cheap and capped["max_macs"] == cheap
+    assert capped["best"]["accuracy"] == max(r["accuracy"] for r in rows if r["macs"] <= cheap)
+    none = cli("ensemble", member, other, "--search", "--max-macs", cheap - 1, "--data", fer_csv, "--out", tmp_path / "z")
+    assert none.exit_code == 1 and "no subset of the members is that cheap" in none.output
+    alone = cli("ensemble", member, other, "--max-macs", cheap, "--data", fer_csv, "--out", tmp_path / "w")
+    assert alone.exit_code == 1 and "give it with --search" in alone.output
+
+
+def test_error_overlap_counts_shared_errors():
+    import torch
+
+    from emozoo.workflows.ensemble import error_overlap
+
+    a = torch.tensor([True, True, False, False, False, True])
+    b = torch.tensor([True, False, True, False, False, True])
+    assert error_overlap(a, b) == {"both_wrong": round(2 / 6, 4), "overlap": 0.5}   # 2 shared of 4 either
+    assert error_overlap(a, a)["overlap"] == 1.0
+    assert error_overlap(a, ~a) == {"both_wrong": 0.0, "overlap": 0.0}
+    assert error_overlap(torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool))["overlap"] == 0.0

@@ -252,9 +252,12 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
 @click.option("--search-fusions", default="mean_prob,mean_logit", show_default=True, metavar="F1,F2",
               help="With --search: the fusions to try (fusions without parameters; a learned one would be "
                    "fitted on the faces that score it).")
+@click.option("--max-macs", type=click.FloatRange(min=1), metavar="M",
+              help="With --search: pick the best subset among those of at most M multiply-accumulates per face at "
+                   "batch 1 (flip included), e.g. 1.5e9; the table lists every subset's MACs.")
 @click.option("--json", "as_json", is_flag=True)
 def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, flip, search,
-                 search_fusions, as_json):
+                 search_fusions, max_macs, as_json):
     """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
 
     A learned fusion is fitted on the part of --fit-split that the members held back (their recipe's
@@ -265,33 +268,52 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
     from ..workflows import build_ensemble, search_ensemble
 
     rows = best = None
+    report: dict = {}
+    if max_macs and not search:
+        raise ConfigError("--max-macs limits what --search may pick: give it with --search")
     if search:
         if fusion or fusion_args:
             raise ConfigError("--search picks the fusion from --search-fusions; give --fusion without --search")
         fusions = [f.strip() for f in search_fusions.split(",") if f.strip()]
-        rows, best = search_ensemble(list(members), data_spec, fit_split, fusions, flip=flip, progress=not as_json)
+        rows, best = search_ensemble(list(members), data_spec, fit_split, fusions, flip=flip, progress=not as_json,
+                                     max_macs=max_macs, report=report)
         if not as_json:
-            click.echo(format_search(rows, best))
+            click.echo(format_members(report))
+            click.echo(format_search(rows, best, max_macs))
         members, fusion = best["members"], best["fusion"]
     result = build_ensemble(list(members), fusion or "mean_prob", parse_kv(fusion_args), out_dir, data_spec,
                             fit_split, val_split, fit_epochs, flip=flip, log=make_logger(False),
                             command=command_line())
     if search:
-        result["search"] = {"split": best["split"], "validation": best["validation"], "best": best, "rows": rows}
+        result["search"] = {"split": best["split"], "validation": best["validation"], "max_macs": max_macs, "best": best,
+                            "rows": rows, **report}
     if as_json:  # the whole result as one JSON document; progress and the summary line go to stderr
         echo_json(result)
 
 
-def format_search(rows: list[dict], best: dict) -> str:
-    """The ``--search`` table: accuracy on the holdout, fusion and members of each candidate, the best marked *."""
+def format_search(rows: list[dict], best: dict, max_macs: float | None = None) -> str:
+    """The ``--search`` table: accuracy on the holdout, MACs, fusion and members of each candidate, the best marked *."""
     from ..workflows.splits import describe_validation
 
     ranked = sorted(rows, key=lambda r: (-r["accuracy"], len(r["members"])))
+    budget = f", the best of at most {max_macs / 1e6:,.0f} M MACs marked *" if max_macs else ""
     lines = [f"member subsets and fusions on the validation split, {describe_validation(best['validation'])}, "
-             "best first:",
-             f"  {'accuracy':>8}  {'fusion':<12} members"]
-    lines += [f"{'*' if r is best else ' '} {r['accuracy']:>8.4f}  {r['fusion']:<12} {' '.join(r['members'])}"
-              for r in ranked]
+             f"best first{budget}:",
+             f"  {'accuracy':>8}  {'M MACs':>8}  {'fusion':<12} members"]
+    lines += [f"{'*' if r is best else ' '} {r['accuracy']:>8.4f}  {r['macs'] / 1e6:>8,.0f}  {r['fusion']:<12} "
+              f"{' '.join(r['members'])}" for r in ranked]
+    return "\n".join(lines)
+
+
+def format_members(report: dict) -> str:
+    """Each member's validation accuracy and MACs, then how much each pair's errors coincide (lower: more diverse)."""
+    lines = ["members on the validation split:", f"  {'accuracy':>8}  {'M MACs':>8}  member"]
+    lines += [f"  {m['accuracy']:>8.4f}  {m['macs'] / 1e6:>8,.0f}  {m['member']}" for m in report["members"]]
+    if report["diversity"]:
+        lines += ["error overlap of each pair (of the faces either gets wrong, the share both get wrong; lower: more "
+                  "diverse):"]
+        lines += [f"  {d['overlap']:>8.3f}  {d['members'][0]} + {d['members'][1]}"
+                  for d in sorted(report["diversity"], key=lambda d: d["overlap"])]
     return "\n".join(lines)
 
 

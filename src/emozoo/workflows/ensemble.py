@@ -147,12 +147,16 @@ SEARCH_FUSIONS = ("mean_prob", "mean_logit")
 
 def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Training",
                     fusions: tuple[str, ...] | list[str] = SEARCH_FUSIONS, *, flip: bool = False,
-                    progress: bool = True, batch_size: int = 256) -> tuple[list[dict], dict]:
+                    progress: bool = True, batch_size: int = 256, max_macs: float | None = None,
+                    report: dict | None = None) -> tuple[list[dict], dict]:
     """Score every subset of the members under each fusion on the members' shared training holdout.
 
     Returns ``(rows, best)``: one row per subset and fusion (``members``, ``fusion``, ``flip``, ``accuracy``,
-    ``n``, ``split``, ``validation``: the :func:`~emozoo.workflows.splits.validation_record` scored on), and the
-    best row: the highest holdout accuracy, the fewest members among ties, then the first fusion listed. The
+    ``macs``: the subset's multiply-accumulates per face at batch 1, flip included, ``n``, ``split``,
+    ``validation``: the :func:`~emozoo.workflows.splits.validation_record` scored on), and the best row: the highest
+    holdout accuracy among the subsets of at most ``max_macs`` MACs (all when None), the fewest members among
+    ties, then the first fusion listed. When ``report`` is a dict, it receives ``members`` (each member's holdout
+    accuracy and MACs) and ``diversity`` (:func:`error_overlap` of every pair of members). The
     holdout is the part of ``fit_split`` that every member kept aside (their recipes' equal ``holdout``), so no
     member trained on it and no test split is looked at (a test split as ``fit_split`` is refused). Fusions with
     parameters would be fitted on those same faces, so only fusions without them (e.g. mean_prob, mean_logit) are
@@ -163,6 +167,7 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     import torch
 
     from .._models import build_fusion
+    from .._profile import count_macs
     from .fusion import member_outputs
 
     check_not_test(fit_split, "--search")
@@ -188,6 +193,14 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     logits, features, targets = member_outputs(model, data, progress, batch_size)
     split = f"{fit_split} holdout ({holdout:g})"
     validation = validation_record(data_spec, fit_split, holdout, len(targets))
+    shape = (first.input.in_chans, *first.input.size)
+    macs = [count_macs(m.float(), shape) * (2 if flip else 1) for m in members]
+    if report is not None:
+        wrong = [(logits[i].argmax(1) != targets) for i in range(len(members))]
+        report["members"] = [{"member": str(d), "accuracy": round(1 - w.float().mean().item(), 4), "macs": c}
+                             for d, w, c in zip(member_dirs, wrong, macs)]
+        report["diversity"] = [{"members": [str(member_dirs[i]), str(member_dirs[j])], **error_overlap(wrong[i], wrong[j])}
+                               for i, j in itertools.combinations(range(len(members)), 2)]
     rows = []
     for k in range(1, len(members) + 1):
         for subset in itertools.combinations(range(len(members)), k):
@@ -198,8 +211,22 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
                     fused = module(logits[pick], [features[i] for i in pick])
                 accuracy = (fused.argmax(1) == targets).float().mean().item()
                 rows.append({"members": [str(member_dirs[i]) for i in pick], "fusion": fusion, "flip": flip,
-                             "accuracy": round(accuracy, 4), "n": len(targets), "split": split,
-                             "validation": validation})
+                             "accuracy": round(accuracy, 4), "macs": sum(macs[i] for i in pick), "n": len(targets),
+                             "split": split, "validation": validation})
     order = {f: i for i, f in enumerate(fusions)}
-    best = min(rows, key=lambda r: (-r["accuracy"], len(r["members"]), order[r["fusion"]]))
+    allowed = [r for r in rows if max_macs is None or r["macs"] <= max_macs]
+    if not allowed:
+        cheapest = min(macs)
+        raise errors.ConfigError(f"--max-macs {max_macs:,.0f}: no subset of the members is that cheap (the cheapest "
+                                 f"member takes {cheapest:,} MACs per face{' with --flip' if flip else ''}); raise it")
+    best = min(allowed, key=lambda r: (-r["accuracy"], len(r["members"]), order[r["fusion"]]))
     return rows, best
+
+
+def error_overlap(wrong_a, wrong_b) -> dict:
+    """How much two members' errors coincide, from boolean ``wrong`` vectors over the same faces: ``both_wrong``
+    (the share of faces both get wrong: the double fault) and ``overlap`` (of the faces either gets wrong, the share
+    both get wrong: 1 when their errors are the same faces, 0 when disjoint). Lower is more diverse."""
+    both = (wrong_a & wrong_b).float().sum().item()
+    either = (wrong_a | wrong_b).float().sum().item()
+    return {"both_wrong": round(both / max(1, len(wrong_a)), 4), "overlap": round(both / either, 4) if either else 0.0}

@@ -65,8 +65,8 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
                    "[default: as published].")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Spread the inputs over a Ray cluster: a local one (--ray alone, put after PATHS) or the one "
-                   "this machine belongs to (--ray=auto, --ray=HOST:6379); videos are split into segments with "
-                   "--detect-every 1 and no --smooth, else each goes whole to one worker. "
+                   "this machine belongs to (--ray=auto, --ray=HOST:6379); videos are split into segments, and the "
+                   "records are those of one process. "
                    "Needs pip install 'emozoo[ray]'.")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="With --ray: worker processes, one CPU each [default: one per cluster CPU].")

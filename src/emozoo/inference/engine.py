@@ -134,12 +134,20 @@ class Predictor:
                          keep_images, progress)
 
     def _run(self, items, every, follower, smoother, keep_images, progress) -> Iterator[Prediction]:
+        bar = progress_bar(progress, total=len(items), desc="predict", unit="input", show=len(items) > 1)
+        yield from self.run_followed(follower(iter_frames(items, every, keep_images, progress)), smoother, bar)
+        bar.update()
+        bar.close()
+
+    def run_followed(self, followed, smoother: Smoother, bar=None) -> Iterator[Prediction]:
+        """Classify the faces of ``(prediction, image, faces, tracks)`` items (a :class:`Follower`'s output; ``tracks``
+        None: not a followed video frame, no track number and no smoothing) and yield the predictions in order,
+        ``smoother`` applied to each track's scores; ``bar`` (a tqdm bar) advances at each new source."""
         pending: list[tuple[Prediction, list[Face], list[int] | None]] = []
         crops: list[torch.Tensor] = []
-        bar = progress_bar(progress, total=len(items), desc="predict", unit="input", show=len(items) > 1)
         last_source = None
-        for pred, image, faces, tracks in follower(iter_frames(items, every, keep_images, progress)):
-            if last_source is not None and pred.source != last_source:
+        for pred, image, faces, tracks in followed:
+            if bar is not None and last_source is not None and pred.source != last_source:
                 bar.update()
             last_source = pred.source
             crops += self.crops(image, faces)
@@ -151,8 +159,6 @@ class Predictor:
                     or pred.source.startswith(CAMERA_PREFIX)):
                 yield from self._finish(pending, crops, smoother)
         yield from self._finish(pending, crops, smoother)
-        bar.update()
-        bar.close()
 
     def _finish(self, pending, crops, smoother) -> Iterator[Prediction]:
         """Classify the crops of the pending predictions, fill in their faces and yield them."""
@@ -175,17 +181,22 @@ class Predictor:
         crops.clear()
 
     def _face(self, face: Face, p: np.ndarray, track: int | None, tops: np.ndarray | None) -> FacePrediction:
-        """One face's prediction from its (smoothed) probabilities ``p`` and its members' top label indices."""
-        top = int(np.argmax(p))
-        second = float(np.delete(p, top).max()) if len(p) > 1 else 0.0
-        uncertain = float(p[top]) < self.min_confidence  # as the reported score (float32 would round P)
-        members = agreement = None
-        if tops is not None:
-            members = [{"name": n, "label": self.labels[int(t)]} for n, t in zip(self.member_names, tops)]
-            agreement = float(np.mean(tops == top))
-        return FacePrediction(face.box, face.score, dict(zip(self.labels, map(float, p))),
-                              UNCERTAIN if uncertain else self.labels[top], track, margin=float(p[top]) - second,
-                              uncertain=uncertain, members=members, agreement=agreement)
+        return face_prediction(face, p, track, self.labels, self.min_confidence, self.member_names, tops)
+
+
+def face_prediction(face: Face, p: np.ndarray, track: int | None, labels: list[str], min_confidence: float,
+                    member_names: list[str] | None = None, tops: np.ndarray | None = None) -> FacePrediction:
+    """One face's prediction from its (smoothed) probabilities ``p`` (in ``labels`` order) and, for an ensemble, its
+    members' top label indices ``tops``: the top label (``"uncertain"`` under ``min_confidence``), margin, agreement."""
+    top = int(np.argmax(p))
+    second = float(np.delete(p, top).max()) if len(p) > 1 else 0.0
+    uncertain = float(p[top]) < min_confidence  # as the reported score (float32 would round P)
+    members = agreement = None
+    if tops is not None:
+        members = [{"name": n, "label": labels[int(t)]} for n, t in zip(member_names, tops)]
+        agreement = float(np.mean(tops == top))
+    return FacePrediction(face.box, face.score, dict(zip(labels, map(float, p))), UNCERTAIN if uncertain else labels[top],
+                          track, margin=float(p[top]) - second, uncertain=uncertain, members=members, agreement=agreement)
 
 
 def check_min_confidence(value: Any) -> float:

@@ -46,7 +46,7 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 @click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Videos and camera: weight of past frames in a moving average of each track's scores (0: none).")
 @click.option("--detect-every", default=DETECT_EVERY, show_default=True, type=click.IntRange(min=1),
-              help="Video files: run the detector on every N-th classified frame (and at once after a scene cut) and "
+              help="Video files: run the detector on every N-th classified frame (and on both sides of a scene cut) and "
                    "follow the faces between; 1: detect on every frame.")
 @click.option("--summary", is_flag=True,
               help="Videos: print per track its duration, dominant expression and each label's share of its frames.")

@@ -122,8 +122,9 @@ class Predictor:
                  progress: bool | None = None, detect_every: int = DEFAULT_DETECT_EVERY) -> Iterator[Prediction]:
         """Yield a :class:`Prediction` per image and per ``every``-th video frame, in input order.
 
-        In a video file the detector runs on every ``detect_every``-th of those frames (1: all), on the last one and
-        at once after a scene cut; the faces are followed between (:class:`emozoo.inference.tracking.Follower`)."""
+        In a video file the detector runs on every ``detect_every``-th of those frames (1: all), counted from the
+        first, on the last one and on both sides of a scene cut; the faces are followed between
+        (:class:`emozoo.inference.tracking.Follower`)."""
         if every < 1:
             raise ConfigError(f"every must be at least 1, got {every}")
         if detect_every < 1:
@@ -328,9 +329,9 @@ def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any =
     - ``batch_size``: faces per forward pass; faces of many images and frames share a batch.
     - ``every``: in videos, classify every N-th frame; ``smooth``: in videos, weight in [0, 1) of the
       previous frames in an exponential moving average of each tracked face's scores.
-    - ``detect_every``: in video files, run the detector on every N-th classified frame (and on the last one, and at
-      once after a scene cut) and follow the faces between (1: detect on every frame). Faces keep a ``track`` number
-      (ByteTrack) through a video, also after being hidden for up to a second.
+    - ``detect_every``: in video files, run the detector on every N-th classified frame (counted from the first; and
+      on the last one, and on both sides of a scene cut) and follow the faces between (1: detect on every frame).
+      Faces keep a ``track`` number (ByteTrack) through a video, also after being hidden for up to a second.
     - ``min_face``: ignore faces narrower or shorter than this many pixels.
     - ``min_confidence``: in [0, 1); a face whose top probability is below it gets the label ``"uncertain"``
       (its scores are still all there; ``benchmarks/coverage.py`` shows what each threshold keeps and gains).

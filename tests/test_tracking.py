@@ -15,7 +15,7 @@ from PIL import Image
 
 import emozoo
 from emozoo.inference.results import Prediction
-from emozoo.inference.tracking import DEFAULT_DETECT_EVERY, Follower, Smoother
+from emozoo.inference.tracking import DEFAULT_DETECT_EVERY, Follower, Smoother, follow_video, pair_faces, tiny_grey
 
 pytest.importorskip("trackers", reason="video tracking needs the trackers package (pip install -e .)")
 
@@ -76,7 +76,7 @@ def test_a_face_hidden_for_ten_frames_comes_back_with_its_track_number():
 def test_a_scene_cut_is_detected_at_once_and_resets_the_tracker():
     value = lambda i: 40 if i < 10 else 200  # noqa: E731 - frames 10 on are another scene
     asked, out = run(moving, 20, 8, value=value)
-    assert 10 in asked and 9 in asked                                 # both sides of the cut are detected
+    assert asked == [0, 8, 9, 10, 16, 19]                             # both sides of the cut; then every 8th again
     tracks = {p.frame: ts for p, _, _, ts in out}
     assert tracks[9] != tracks[10] and tracks[10] == tracks[19]       # new track numbers after the cut, then kept
     asked, _ = run(moving, 20, 8)
@@ -87,6 +87,35 @@ def test_a_face_seen_in_one_key_frame_only_shows_in_the_half_next_to_it():
     asked, out = run(lambda i: moving(i) if i < 4 else [], 9, 8)
     assert asked == [0, 8]
     assert [len(faces) for _, _, faces, _ in out] == [1, 1, 1, 1, 0, 0, 0, 0, 0]
+
+
+def test_a_stretch_followed_alone_gives_the_frames_of_the_whole_video():
+    def script(i):  # two faces crossing, one hidden in frames 9-13; cuts at 17 and 24 (a stretch's first frame)
+        return [(3 * i, 10, 3 * i + 16, 26)] * (not 9 <= i < 14) + [(60 - 2 * i, 12, 76 - 2 * i, 28)]
+    value = lambda i: 40 if i < 17 else 200 if i < 24 else 120  # noqa: E731
+    n, every = 38, 4
+    detect = Scripted(script)
+    with_frames = lambda detect: lambda pred, image: detect(image)  # noqa: E731
+    whole = [(p.frame, f, link) for p, _, f, link in follow_video(frames(n, value=value), with_frames(detect), every)]
+    assert [p for p, _, _ in whole] == list(range(n))
+    assert detect.asked == [0, 4, 8, 12, 16, 17, 20, 23, 24, 28, 32, 36, 37]  # key frames: every 4th, cuts, last
+    assert any(not link.key and link.origins for _, _, link in whole)
+    all_frames = list(frames(n, value=value))
+    for a in range(0, n, every):
+        for b in (a + every, a + 3 * every):  # [a, b): read from a - 1 (its cut test) to b (the next key frame)
+            before = tiny_grey(all_frames[a - 1][1]) if a else None
+            alone = [(p.frame, f, link) for p, _, f, link in
+                     follow_video(all_frames[a:b + 1], with_frames(Scripted(script)), every, a, before)]
+            assert [x for x in alone if x[0] < b] == whole[a:b], (a, b)
+
+
+def test_faces_of_two_key_frames_are_paired_by_iou_whatever_their_order():
+    a = [emozoo.Face((0, 0, 10, 10)), emozoo.Face((50, 0, 60, 10)), emozoo.Face((100, 0, 110, 10))]
+    b = [emozoo.Face((52, 0, 62, 10)), emozoo.Face((300, 0, 310, 10)), emozoo.Face((2, 0, 12, 10))]
+    assert pair_faces(a, b) == {0: 2, 1: 0}                            # the third face of a has no partner in b
+    _, out = run(lambda i: [(40 - 2 * i, 0, 50 - 2 * i, 10), (2 * i, 20, 10 + 2 * i, 30)][::1 - 2 * (i == 4)], 5, 4)
+    assert sorted(out[2][2], key=lambda f: f.box[1]) == [emozoo.Face((36.0, 0, 46.0, 10), 0.9),  # detector order
+                                                         emozoo.Face((4.0, 20, 14.0, 30), 0.9)]    # swapped: still paired
 
 
 def test_smoothing_is_per_track():

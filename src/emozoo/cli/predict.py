@@ -46,7 +46,7 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 @click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Videos and camera: weight of past frames in a moving average of each track's scores (0: none).")
 @click.option("--detect-every", default=DETECT_EVERY, show_default=True, type=click.IntRange(min=1),
-              help="Video files: run the detector on every N-th classified frame (and at once after a scene cut) and "
+              help="Video files: run the detector on every N-th classified frame (and on both sides of a scene cut) and "
                    "follow the faces between; 1: detect on every frame.")
 @click.option("--summary", is_flag=True,
               help="Videos: print per track its duration, dominant expression and each label's share of its frames.")
@@ -65,8 +65,8 @@ ANNOTATE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
                    "[default: as published].")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Spread the inputs over a Ray cluster: a local one (--ray alone, put after PATHS) or the one "
-                   "this machine belongs to (--ray=auto, --ray=HOST:6379); videos are split into segments with "
-                   "--detect-every 1 and no --smooth, else each goes whole to one worker. "
+                   "this machine belongs to (--ray=auto, --ray=HOST:6379); videos are split into segments, and the "
+                   "records are those of one process. "
                    "Needs pip install 'emozoo[ray]'.")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="With --ray: worker processes, one CPU each [default: one per cluster CPU].")

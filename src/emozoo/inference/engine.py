@@ -122,8 +122,9 @@ class Predictor:
                  progress: bool | None = None, detect_every: int = DEFAULT_DETECT_EVERY) -> Iterator[Prediction]:
         """Yield a :class:`Prediction` per image and per ``every``-th video frame, in input order.
 
-        In a video file the detector runs on every ``detect_every``-th of those frames (1: all), on the last one and
-        at once after a scene cut; the faces are followed between (:class:`emozoo.inference.tracking.Follower`)."""
+        In a video file the detector runs on every ``detect_every``-th of those frames (1: all), counted from the
+        first, on the last one and on both sides of a scene cut; the faces are followed between
+        (:class:`emozoo.inference.tracking.Follower`)."""
         if every < 1:
             raise ConfigError(f"every must be at least 1, got {every}")
         if detect_every < 1:
@@ -134,12 +135,20 @@ class Predictor:
                          keep_images, progress)
 
     def _run(self, items, every, follower, smoother, keep_images, progress) -> Iterator[Prediction]:
+        bar = progress_bar(progress, total=len(items), desc="predict", unit="input", show=len(items) > 1)
+        yield from self.run_followed(follower(iter_frames(items, every, keep_images, progress)), smoother, bar)
+        bar.update()
+        bar.close()
+
+    def run_followed(self, followed, smoother: Smoother, bar=None) -> Iterator[Prediction]:
+        """Classify the faces of ``(prediction, image, faces, tracks)`` items (a :class:`Follower`'s output; ``tracks``
+        None: not a followed video frame, no track number and no smoothing) and yield the predictions in order,
+        ``smoother`` applied to each track's scores; ``bar`` (a tqdm bar) advances at each new source."""
         pending: list[tuple[Prediction, list[Face], list[int] | None]] = []
         crops: list[torch.Tensor] = []
-        bar = progress_bar(progress, total=len(items), desc="predict", unit="input", show=len(items) > 1)
         last_source = None
-        for pred, image, faces, tracks in follower(iter_frames(items, every, keep_images, progress)):
-            if last_source is not None and pred.source != last_source:
+        for pred, image, faces, tracks in followed:
+            if bar is not None and last_source is not None and pred.source != last_source:
                 bar.update()
             last_source = pred.source
             crops += self.crops(image, faces)
@@ -151,8 +160,6 @@ class Predictor:
                     or pred.source.startswith(CAMERA_PREFIX)):
                 yield from self._finish(pending, crops, smoother)
         yield from self._finish(pending, crops, smoother)
-        bar.update()
-        bar.close()
 
     def _finish(self, pending, crops, smoother) -> Iterator[Prediction]:
         """Classify the crops of the pending predictions, fill in their faces and yield them."""
@@ -175,17 +182,22 @@ class Predictor:
         crops.clear()
 
     def _face(self, face: Face, p: np.ndarray, track: int | None, tops: np.ndarray | None) -> FacePrediction:
-        """One face's prediction from its (smoothed) probabilities ``p`` and its members' top label indices."""
-        top = int(np.argmax(p))
-        second = float(np.delete(p, top).max()) if len(p) > 1 else 0.0
-        uncertain = float(p[top]) < self.min_confidence  # as the reported score (float32 would round P)
-        members = agreement = None
-        if tops is not None:
-            members = [{"name": n, "label": self.labels[int(t)]} for n, t in zip(self.member_names, tops)]
-            agreement = float(np.mean(tops == top))
-        return FacePrediction(face.box, face.score, dict(zip(self.labels, map(float, p))),
-                              UNCERTAIN if uncertain else self.labels[top], track, margin=float(p[top]) - second,
-                              uncertain=uncertain, members=members, agreement=agreement)
+        return face_prediction(face, p, track, self.labels, self.min_confidence, self.member_names, tops)
+
+
+def face_prediction(face: Face, p: np.ndarray, track: int | None, labels: list[str], min_confidence: float,
+                    member_names: list[str] | None = None, tops: np.ndarray | None = None) -> FacePrediction:
+    """One face's prediction from its (smoothed) probabilities ``p`` (in ``labels`` order) and, for an ensemble, its
+    members' top label indices ``tops``: the top label (``"uncertain"`` under ``min_confidence``), margin, agreement."""
+    top = int(np.argmax(p))
+    second = float(np.delete(p, top).max()) if len(p) > 1 else 0.0
+    uncertain = float(p[top]) < min_confidence  # as the reported score (float32 would round P)
+    members = agreement = None
+    if tops is not None:
+        members = [{"name": n, "label": labels[int(t)]} for n, t in zip(member_names, tops)]
+        agreement = float(np.mean(tops == top))
+    return FacePrediction(face.box, face.score, dict(zip(labels, map(float, p))), UNCERTAIN if uncertain else labels[top],
+                          track, margin=float(p[top]) - second, uncertain=uncertain, members=members, agreement=agreement)
 
 
 def check_min_confidence(value: Any) -> float:
@@ -317,9 +329,9 @@ def predict(inputs: Any, model: str | nn.Module = "emoxnetlite", detector: Any =
     - ``batch_size``: faces per forward pass; faces of many images and frames share a batch.
     - ``every``: in videos, classify every N-th frame; ``smooth``: in videos, weight in [0, 1) of the
       previous frames in an exponential moving average of each tracked face's scores.
-    - ``detect_every``: in video files, run the detector on every N-th classified frame (and on the last one, and at
-      once after a scene cut) and follow the faces between (1: detect on every frame). Faces keep a ``track`` number
-      (ByteTrack) through a video, also after being hidden for up to a second.
+    - ``detect_every``: in video files, run the detector on every N-th classified frame (counted from the first; and
+      on the last one, and on both sides of a scene cut) and follow the faces between (1: detect on every frame).
+      Faces keep a ``track`` number (ByteTrack) through a video, also after being hidden for up to a second.
     - ``min_face``: ignore faces narrower or shorter than this many pixels.
     - ``min_confidence``: in [0, 1); a face whose top probability is below it gets the label ``"uncertain"``
       (its scores are still all there; ``benchmarks/coverage.py`` shows what each threshold keeps and gains).

@@ -9,13 +9,16 @@ row, as a single-process run:
 - Each face's scores depend only on its own crop (the model is in eval mode), so splitting the work changes none of
   them; the tests check that the records are equal, to the last bit, for emoxnetlite on CPU (kernels that round
   differently by batch size, as some GPU ones do, could differ in the last digits).
-- A video carries state from frame to frame: detection on key frames with the boxes between interpolated
-  (``detect_every > 1``), track numbers (ByteTrack) and smoothed scores (``smooth > 0``). With the defaults each video
-  is therefore one task, read whole by one worker, exactly as in one process (videos run in parallel with each
-  other and with the images). With ``detect_every=1`` and ``smooth=0`` the faces of a frame depend on that frame
-  alone, and only the track numbers cross frames: videos are then split into segments, and the driver replays the
-  numbers in frame order with the same :class:`FaceTracker` and scene-cut test the single-process path uses (each
-  segment also reads the frame before it, for the test).
+- A video carries state from frame to frame: detection on key frames with the boxes between interpolated, track
+  numbers (ByteTrack) and smoothed scores. :mod:`emozoo.inference.tracking` splits that work in two: the per-frame
+  part (:func:`follow_video`: key frames, detection, interpolation, classification) needs only the frames from one
+  key frame to the next, and the sequential part (:class:`TrackNumbers`: ByteTrack over the key frames' faces, and
+  :class:`Smoother`) is cheap. So every video is split into segments of about ``segment_frames`` frames that start on
+  a key frame (a multiple of ``every * detect_every``); each worker reads its segment by seeking, with the frame
+  before it (for the scene-cut test) and on to the next segment's first frame (a key frame, detected again there, to
+  end its own frames), and returns each frame's faces and scores with their links to key-frame faces. The driver
+  numbers the tracks and smooths the scores in frame order with the same :class:`TrackNumbers` and
+  :class:`Smoother` one process runs, on the same inputs.
 - A video that cannot be read to its end stops where one process would stop: the segments after the first one that
   could not read on are dropped.
 
@@ -28,6 +31,7 @@ be installed on every node.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -40,10 +44,10 @@ import numpy as np
 
 from .._detectors import Face
 from ..errors import ConfigError
-from .engine import check_min_confidence
+from .engine import check_min_confidence, face_prediction
 from .results import FacePrediction, Prediction
 from .sources import CAMERA_PREFIX, IMAGE_EXTS, VIDEO_EXTS, expand_inputs
-from .tracking import DEFAULT_DETECT_EVERY, LOST_FRAMES, FaceTracker, scene_cut, tiny_grey
+from .tracking import DEFAULT_DETECT_EVERY, Follower, Link, Smoother, TrackNumbers, follow_video, lost_key_frames, tiny_grey
 
 INSTALL_HINT = "Ray is not installed: pip install 'emozoo[ray]' (or pip install 'ray[data]')"
 
@@ -65,9 +69,8 @@ def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto",
       ``"auto"`` or ``"HOST:6379"`` joins that cluster from one of its nodes (``ray://`` is refused: Ray Data does
       not run through Ray Client).
     - ``num_workers``: actors, one CPU each (and one GPU each when ``device`` is cuda); None: one per cluster CPU.
-    - ``images_per_task``: image files per task; ``segment_frames``: video frames per task when videos are split
-      (``detect_every=1`` and ``smooth=0``; otherwise each video is one task); ``max_retries``: restarts of a dead
-      worker and retries of its task.
+    - ``images_per_task``: image files per task; ``segment_frames``: video frames per task (rounded up to a multiple
+      of ``every * detect_every``); ``max_retries``: restarts of a dead worker and retries of its task.
     - ``batch_size``, ``every``, ``smooth``, ``detect_every``, ``min_face``, ``min_confidence``, ``device``: as
       :func:`emozoo.predict`.
     """
@@ -87,8 +90,7 @@ def predict_ray(inputs: Any, model: Any = "emoxnetlite", detector: Any = "auto",
     if str(address or "").startswith("ray://"):  # Ray Data's executor needs a core worker, which a client lacks
         raise ConfigError(f"{address}: Ray Data does not run through Ray Client (ray://): run emozoo on a machine of "
                           "the cluster (e.g. over ssh) with --ray=auto or --ray=HEAD:6379")
-    split = smooth == 0 and detect_every == 1  # otherwise frames depend on earlier ones: whole videos
-    tasks = plan_tasks(expand_inputs(inputs), every, segment_frames if split else None, images_per_task)
+    tasks = plan_tasks(expand_inputs(inputs), every, segment_frames, images_per_task, detect_every)
     settings = dict(model=model, detector=detector, flip=flip, batch_size=batch_size, every=every, smooth=smooth,
                     detect_every=detect_every, min_face=min_face, min_confidence=min_confidence, device=device)
     return _stream(ray, address, tasks, settings, num_workers, max_retries)
@@ -113,13 +115,15 @@ def _stream(ray, address, tasks, settings, num_workers, max_retries) -> Iterator
             ray.shutdown()
 
 
-def plan_tasks(items: list[Any], every: int, segment_frames: int | None, images_per_task: int) -> list[dict]:
+def plan_tasks(items: list[Any], every: int, segment_frames: int, images_per_task: int,
+               detect_every: int = DEFAULT_DETECT_EVERY) -> list[dict]:
     """The work as rows ``{"task", "item", "source", "start", "stop", "whole"}``: image files share a ``task`` (up
     to ``images_per_task``), a video is split into segments ``[start, stop)`` of about ``segment_frames`` frames
-    (a multiple of ``every``; ``stop`` -1: to the end; ``segment_frames`` None: whole videos), and anything else
-    (a video that cannot be opened, a missing path, an empty folder) is one ``whole`` task read as one process
+    (a multiple of ``every * detect_every``, so each starts on a key frame; ``stop`` -1: to the end), and anything
+    else (a video that cannot be opened, a missing path, an empty folder) is one ``whole`` task read as one process
     would read it."""
     rows, task, in_task = [], -1, images_per_task
+    step = every * detect_every * math.ceil(segment_frames / (every * detect_every))
     for item, entry in enumerate(items):
         if not isinstance(entry, (str, Path)) or str(entry).startswith(CAMERA_PREFIX) or str(entry) == "-":
             raise ConfigError("Ray workers read files: give paths (files, folders, glob patterns), not arrays, bytes, "
@@ -132,26 +136,25 @@ def plan_tasks(items: list[Any], every: int, segment_frames: int | None, images_
             in_task += 1
             continue
         in_task = images_per_task  # the next image starts a new task, so tasks stay in input order
-        total = _frame_count(path) if segment_frames and path.suffix.lower() in VIDEO_EXTS and path.is_file() else 0
-        step = every * math.ceil(segment_frames / every) if segment_frames else 0
-        if total <= step:
+        total = _frame_count(path) if path.suffix.lower() in VIDEO_EXTS and path.is_file() else None
+        if total is None:
             task += 1
             rows.append(dict(task=task, item=item, source=source, start=-1, stop=-1, whole=True))
             continue
-        for start in range(0, total, step):
+        for start in range(0, max(total, 1), step):
             task += 1
             stop = start + step if start + step < total else -1
             rows.append(dict(task=task, item=item, source=source, start=start, stop=stop, whole=False))
     return rows
 
 
-def _frame_count(path: Path) -> int:
-    """The frame count a video declares (0 when OpenCV cannot open it or does not know)."""
+def _frame_count(path: Path) -> int | None:
+    """The frame count a video declares (0 when OpenCV does not know it), None when OpenCV cannot open it."""
     import cv2
 
     cap = cv2.VideoCapture(str(path))
     try:
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else None
     finally:
         cap.release()
 
@@ -185,31 +188,28 @@ def _run(ray, rows: list[dict], settings: dict, num_workers, max_retries, device
                                 max_restarts=max_retries, max_task_retries=max_retries)
         rerun = lambda units: _run(ray, [dict(u, task=i) for i, u in enumerate(units)], settings, num_workers,
                                    max_retries, device)
-        yield from _collect(ds.iter_rows(), tasks, rerun)
+        follow = FollowUp(settings["detect_every"], settings["smooth"], settings["min_confidence"])
+        yield from _collect(ds.iter_rows(), tasks, rerun, follow)
     finally:
         ctx.execution_options.preserve_order, ctx.max_errored_blocks, ctx.enable_progress_bars = saved
         data_log.setLevel(level)
 
 
-def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], rerun) -> Iterator[Prediction]:
+def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], rerun, follow: FollowUp) -> Iterator[Prediction]:
     """The predictions of the result rows, in order: the segments after the one where a video stopped are dropped,
-    and the track numbers of split videos are replayed in frame order, as one process numbers them.
+    and the frames of videos get their track numbers and smoothed scores (``follow``) in frame order.
 
     A task that never came back (its worker died on every retry) becomes one error per input when it held one
     input; one that held several images is run again, each image its own task (``rerun(units)``), once this run
     is over, so that only the input that kills its worker is lost; the predictions after it wait until then."""
     stopped, expected, waiting = {}, 0, []
-    numbers = _Renumber()
-    finish = numbers.update
-    split_tasks = {t for t, units in tasks.items() if any(u["start"] >= 0 for u in units)}
 
     def lost(task: int) -> list:
         units = [u for u in tasks[task] if u["item"] not in stopped]
         if len(units) > 1:
             return [units]
-        return [finish(Prediction(u["source"], error=f"{u['source']}:{_frames(u)} the Ray worker failed on this input "
-                                                     "after its retries (see the Ray logs)"), False, False)
-                for u in units]
+        return [(Prediction(u["source"], error=f"{u['source']}:{_frames(u)} the Ray worker failed on this input after "
+                                                "its retries (see the Ray logs)"), None) for u in units]
 
     def pieces() -> Iterator:
         nonlocal expected
@@ -221,13 +221,18 @@ def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], rerun) -> It
             if stopped.get(item, task) < task:
                 continue
             if result["record"]:
-                yield finish(decode(result["record"]), bool(result["cut"]), task in split_tasks)
+                yield decode(result["record"]), decode_link(result["link"])
             if result["stopped"]:
                 stopped[item] = task
         for missing in range(expected, max(tasks) + 1):
             yield from lost(missing)
 
-    for piece in pieces():
+    def ready() -> Iterator:
+        for piece in pieces():
+            yield from follow.flush() + [piece] if isinstance(piece, list) else follow(*piece)
+        yield from follow.flush()
+
+    for piece in ready():
         if waiting or isinstance(piece, list):
             waiting.append(piece)
         else:
@@ -239,26 +244,49 @@ def _collect(results: Iterator[dict], tasks: dict[int, list[dict]], rerun) -> It
             yield piece
 
 
-class _Renumber:
-    """The track numbers of split videos' frames, replayed in frame order as :class:`Follower` numbers them with
-    ``detect_every=1``: a :class:`FaceTracker` per video (restarted when the source changes or an image comes
-    between), reset at a scene cut, fed each frame's faces."""
+class FollowUp:
+    """The sequential part of following videos, on the driver: given the workers' predictions in order, each with
+    its :class:`Link` (None: not a followed video frame), it numbers the tracks of each video's frames
+    (:class:`TrackNumbers`, a new one when the source changes or the frame index goes back, as :class:`Follower`
+    does) and smooths their scores (:class:`Smoother`), as one process does; calling it returns the predictions now
+    ready, in order (a frame between key frames waits for the next key frame)."""
 
-    def __init__(self):
-        self.source, self.tracker = None, None
+    def __init__(self, detect_every: int, smooth: float, min_confidence: float):
+        self.lost, self.min_confidence = lost_key_frames(detect_every), min_confidence
+        self.smoother = Smoother(smooth)
+        self.source, self.last, self.numbers = None, -1, None
 
-    def update(self, pred: Prediction, cut: bool, split: bool) -> Prediction:
-        video = pred.frame is not None
-        if pred.source != self.source or not video:
-            self.source, self.tracker = pred.source, None
-        if video and split:
-            if self.tracker is None:
-                self.tracker = FaceTracker(LOST_FRAMES)  # Follower's lost frames at detect_every=1
-            elif cut:
-                self.tracker.reset()
-            for face, track in zip(pred.faces, self.tracker.assign([Face(f.box, f.confidence) for f in pred.faces])):
-                face.track = track
+    def __call__(self, pred: Prediction, link: tuple[Link, list] | None) -> list[Prediction]:
+        if link is None:
+            return self.flush() + [pred]
+        out = []
+        if self.numbers is None or pred.source != self.source or pred.frame <= self.last:
+            out, self.numbers, self.source = self.flush(), TrackNumbers(self.lost), pred.source
+        self.last = pred.frame
+        link, boxes = link
+        faces = [Face(tuple(box)) for box in boxes]  # a key frame's faces as detected (an error may drop them)
+        return out + [self._finish(p, tracks) for p, tracks in self.numbers.push(pred, pred.frame, faces, link)]
+
+    def flush(self) -> list[Prediction]:
+        """The frames that wait for a key frame that will not come (a segment lost)."""
+        return [self._finish(p, tracks) for p, tracks in self.numbers.flush()] if self.numbers else []
+
+    def _finish(self, pred: Prediction, tracks: list[int]) -> Prediction:
+        probs = [np.array(list(f.scores.values()), np.float32) for f in pred.faces]  # classify()'s float32, exactly
+        pred.faces = [_rescored(f, p, track, self.min_confidence)
+                      for f, p, track in zip(pred.faces, self.smoother(pred, tracks, probs), tracks)]
         return pred
+
+
+def _rescored(face: FacePrediction, p: np.ndarray, track: int, min_confidence: float) -> FacePrediction:
+    """A face's prediction again, with its track number and (smoothed) probabilities ``p``, as :class:`Predictor` makes
+    it (:func:`emozoo.inference.engine.face_prediction`)."""
+    labels = list(face.scores)
+    names = tops = None
+    if face.members is not None:
+        names = [m["name"] for m in face.members]
+        tops = np.array([labels.index(m["label"]) for m in face.members])
+    return face_prediction(Face(face.box, face.confidence), p, track, labels, min_confidence, names, tops)
 
 
 def _frames(unit: dict) -> str:
@@ -284,6 +312,7 @@ class RayPredictor:
         self.predictor = Predictor(model, detector, batch_size=batch_size, min_face=min_face, device=device,
                                    min_confidence=min_confidence)
         self.every, self.smooth, self.detect_every = every, smooth, detect_every
+        self.follower = Follower(self.predictor.detect, detect_every)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
@@ -296,7 +325,7 @@ class RayPredictor:
                 if u["start"] >= 0 or u["whole"]:
                     out += self._guarded([u], lambda u=u: self._video(u))
         return {key: np.array([o[key] for o in out], dtype=object if key == "record" else None)
-                for key in ("task", "item", "record", "stopped", "cut")}
+                for key in ("task", "item", "record", "stopped", "link")}
 
     def _guarded(self, units, work) -> list[dict]:
         """``work()``'s output rows, or, if it raises, one error row per input (a bug must not end the run)."""
@@ -317,68 +346,71 @@ class RayPredictor:
         if u["whole"]:
             return [_row(u, p) for p in self.predictor([u["source"]], every=self.every, smooth=self.smooth,
                                                        detect_every=self.detect_every, progress=False)]
-        segment, chunk, out = Segment(u["source"], u["start"], u["stop"], self.every), [], []
-        for frame in segment:  # frames go to the model batch_size at a time (a segment of 4K frames would not fit)
-            chunk.append(frame)
-            if len(chunk) >= self.predictor.batch_size:
-                out += self._frames(u, chunk)
-                chunk = []
-        out += self._frames(u, chunk)
-        if not out and u["start"] == 0:  # what one process says of a video with no readable frame
+        start, stop, every = u["start"], u["stop"], self.every
+        segment = Segment(u["source"], start - every if start else 0, stop, every)
+        frames = iter(segment)
+        first, before = next(frames, None), None
+        if first is not None and first[0] < start:  # the frame before the segment: for the scene-cut test only
+            first, before = None, tiny_grey(first[2])
+        preds = ((_frame(u["source"], index, seconds, image), image)
+                 for index, seconds, image in itertools.chain([first] if first else [], frames))
+        links: dict[int, tuple[Link, list]] = {}
+
+        def followed():
+            for pred, image, faces, link in follow_video(preds, self.follower.detected, self.detect_every,
+                                                          start // every, before):
+                if 0 <= stop <= pred.frame:  # the next segment's first frame, read only to end this one's
+                    return
+                links[pred.frame] = (link, [f.box for f in faces] if link.key else [])
+                yield pred, image, faces, None
+
+        # one process's classification, in batches; the track numbers and smoothing are the driver's (FollowUp)
+        out = [dict(_row(u, pred), link=encode_link(*links.pop(pred.frame)))
+               for pred in self.predictor.run_followed(followed(), Smoother(0.0))]
+        if not out and start == 0:  # what one process says of a video with no readable frame
             return self._video(dict(u, whole=True))
-        out = out or [dict(task=u["task"], item=u["item"], record="", stopped=False, cut=False)]  # the task came back
+        out = out or [dict(task=u["task"], item=u["item"], record="", stopped=False, link="")]  # the task came back
         return [dict(o, stopped=segment.ended) for o in out]
 
-    def _frames(self, u, chunk) -> list[dict]:
-        """Rows of video frames ``(index, seconds, image, cut)``, classified as images and then named as frames."""
-        out = []
-        for (index, seconds, _, cut), pred in zip(chunk, self.predictor([f[2] for f in chunk], progress=False)):
-            if pred.error and pred.error.startswith(pred.source + ": "):
-                pred.error = u["source"] + pred.error[len(pred.source):]
-            pred.source, pred.frame, pred.time = u["source"], index, seconds
-            out.append(dict(_row(u, pred), cut=cut))
-        return out
+
+def _frame(source: str, index: int, seconds: float | None, image: np.ndarray) -> Prediction:
+    """A video frame's prediction, before its faces: as :func:`emozoo.inference.iter_frames` makes it."""
+    return Prediction(source, frame=index, time=seconds, size=(image.shape[1], image.shape[0]))
 
 
 class Segment:
-    """The frames ``[start, stop)`` of a video (``stop`` -1: to the end) as one process reads them: iterating yields
-    ``(frame index, seconds, RGB image, cut)`` for every ``every``-th frame by absolute index, one at a time, where
-    ``cut`` is the scene-cut test against the frame processed before (for the first, the one before ``start``, read
-    for that alone); afterwards ``ended`` is True when a frame could not be read before ``stop`` (one process stops
+    """The processed frames ``first`` to ``last`` (both included; ``last`` -1: to the end) of a video, as one process
+    reads them: iterating yields ``(frame index, seconds, RGB image)`` for every ``every``-th frame by absolute index,
+    one at a time; afterwards ``ended`` is True when a frame could not be read up to ``last`` (one process stops
     reading the video there).
 
     Seeks with ``CAP_PROP_POS_FRAMES``; when the capture does not report the asked position, it decodes from the start
-    and skips instead. ``start`` is a multiple of ``every``."""
+    and skips instead. ``first`` is a multiple of ``every``."""
 
-    def __init__(self, source: str, start: int, stop: int, every: int):
-        self.source, self.start, self.stop, self.every = source, start, stop, every
+    def __init__(self, source: str, first: int, last: int, every: int):
+        self.source, self.first, self.last, self.every = source, first, last, every
         self.ended = False
 
-    def __iter__(self) -> Iterator[tuple[int, float | None, np.ndarray, bool]]:
+    def __iter__(self) -> Iterator[tuple[int, float | None, np.ndarray]]:
         import cv2
 
         cap = cv2.VideoCapture(self.source)
         try:
             fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-            index = self.start - self.every if self.start >= self.every else 0
+            index = self.first
             if index and not (cap.set(cv2.CAP_PROP_POS_FRAMES, index) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == index):
                 cap.release()
                 cap = cv2.VideoCapture(self.source)
                 for _ in range(index):
                     if not cap.grab():
                         break
-            before = None
-            while self.stop < 0 or index < self.stop:
+            while self.last < 0 or index <= self.last:
                 if index % self.every:
                     ok = cap.grab()
                 else:
                     ok, bgr = cap.read()
                     if ok:
-                        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                        now = tiny_grey(image)
-                        if index >= self.start:
-                            yield index, index / fps if fps > 0 else None, image, scene_cut(before, now)
-                        before = now
+                        yield index, index / fps if fps > 0 else None, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 if not ok:
                     self.ended = True
                     break
@@ -388,7 +420,20 @@ class Segment:
 
 
 def _row(unit: dict, pred: Prediction) -> dict:
-    return dict(task=unit["task"], item=unit["item"], record=encode(pred), stopped=False, cut=False)
+    return dict(task=unit["task"], item=unit["item"], record=encode(pred), stopped=False, link="")
+
+
+def encode_link(link: Link, boxes: list) -> str:
+    """A frame's :class:`Link` and, for a key frame, its detected boxes, as JSON for :func:`decode_link`."""
+    return json.dumps([link.key, link.cut, link.origins, [[float(v) for v in box] for box in boxes]])
+
+
+def decode_link(text: str) -> tuple[Link, list] | None:
+    """The ``(link, boxes)`` of :func:`encode_link`'s JSON; None for an empty string (not a followed frame)."""
+    if not text:
+        return None
+    key, cut, origins, boxes = json.loads(text)
+    return Link(key, cut, tuple((int(k), int(i)) for k, i in origins)), boxes
 
 
 def encode(pred: Prediction) -> str:

@@ -110,6 +110,20 @@ def test_smoothing_and_every_other_frame_over_segments_and_a_model_object_travel
     assert [r["faces"] for r in raw] != [r["faces"] for r in got]  # the smoothing did change the scores
 
 
+def test_no_more_actors_than_tasks(cluster, folder, single, monkeypatch):
+    sizes = []
+    real = cluster.data.ActorPoolStrategy
+
+    def recording(*args, **kwargs):
+        sizes.append(kwargs.get("size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cluster.data, "ActorPoolStrategy", recording)
+    photo = folder / "photo0.jpg"
+    got = run(photo, num_workers=2)  # one photo, one task: one actor loads the model, not two
+    assert sizes == [1] and got == [r for r in single if r["source"] == str(photo)]
+
+
 def test_a_worker_killed_on_its_first_batch_loses_no_row(cluster, folder, tmp_path):
     marker = tmp_path / "killed-once"
 

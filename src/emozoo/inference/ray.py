@@ -175,6 +175,7 @@ def _run(ray, rows: list[dict], settings: dict, num_workers, max_retries, device
         tasks: dict[int, list[dict]] = {}
         for row in rows:
             tasks.setdefault(row["task"], []).append(row)
+        workers = min(workers, len(tasks))  # an actor without a task would only load the model for nothing
         # one task per block, so a block that fails loses one task, which is then reported input by input; one task
         # at a time per actor, so a worker that dies takes no other task's retries with it
         ds = ray.data.from_items([{"task": t, "units": json.dumps(units)} for t, units in tasks.items()],

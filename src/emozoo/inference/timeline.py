@@ -73,7 +73,7 @@ class Timeline:
             scores = np.frombuffer(t["scores"], np.float32).reshape(-1, len(self.labels))
             for j, name in enumerate(self.labels):
                 ax.plot(np.frombuffer(t["times"]), scores[:, j], label=name, lw=1)
-            ax.set_ylim(0, 1)
+            ax.set_ylim(-0.03, 1.03)  # a score of exactly 0 or 1 would hide under the frame
             ax.set_ylabel("score")
             ax.set_title(f"{Path(source).name} track {track}: mostly {t['labels'].most_common(1)[0][0]}", fontsize=9)
         if not items:

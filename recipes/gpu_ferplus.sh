@@ -24,54 +24,8 @@ set -u
 OUT=${1:?usage: gpu_ferplus.sh OUT_DIR}
 ME=${MEMBER_EPOCHS:-auto}
 SE=${STUDENT_EPOCHS:-60}
-DEADLINE=${DEADLINE:-560}
-EMOZOO=${EMOZOO:-python3 -m emozoo.cli}
-LIMIT_ARGS=()
-[ -n "${LIMIT:-}" ] && LIMIT_ARGS=(--limit "$LIMIT")
-START=$(date +%s)
-mkdir -p "$OUT"
-left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
-# budget N: the seconds left before the deadline less N, at least 1
-budget() { local s=$(( $(left) - $1 )); echo $(( s > 1 ? s : 1 )); }
-say() { echo "[$(( $(date +%s) - START ))s] $*"; }
+source "$(dirname "$0")/gpu_common.sh"
 
-# run NAME SECONDS ARGS...: one emozoo command with its --json log and stderr kept under OUT/
-run() {
-    local name=$1 seconds=$2
-    shift 2
-    say "start $name (at most ${seconds}s): $*"
-    OMP_NUM_THREADS=2 timeout "$seconds" $EMOZOO "$@" --out "$OUT/$name" --json \
-        > "$OUT/$name.jsonl" 2> "$OUT/$name.err"
-    local rc=$?
-    say "end $name rc=$rc: $(tail -n 1 "$OUT/$name.jsonl" 2>/dev/null)"
-    [ -f "$OUT/$name/config.json" ] || finalize "$OUT/$name"
-}
-
-# finalize RUN_DIR: a run stopped by the deadline keeps its last epoch as a model folder
-finalize() {
-    python3 - "$1" <<'EOF'
-import json, sys
-from pathlib import Path
-import emozoo
-from emozoo.data import FERPLUS_LABELS
-from emozoo._checkpoint import CKPT_META, CKPT_TENSORS
-from safetensors.torch import load_file
-run = Path(sys.argv[1]); ckpt = run / "checkpoint"
-if not (ckpt / CKPT_META).is_file():
-    sys.exit(print(f"{run}: no checkpoint, nothing kept"))
-meta = json.loads((ckpt / CKPT_META).read_text())
-model = emozoo.create(meta["architecture"], label_names=FERPLUS_LABELS, **meta["model_args"])
-model.load_state_dict({k[6:]: v for k, v in load_file(str(ckpt / CKPT_TENSORS)).items() if k.startswith("model.")})
-recipe = {**meta["recipe"], "stopped_after_epoch": meta["epoch"], "steps": meta["step"]}
-emozoo.save_pretrained(model, run, dataset="ferplus (Training)", recipe=recipe,
-                       metrics={"PublicTest": meta["history"][-1]["val"]})
-print(f"{run}: kept epoch {meta['epoch']} of {meta['recipe']['epochs']}")
-EOF
-}
-
-GPU=(--batch-size 128 --warmup-epochs 2 --batch-augment --num-workers 2)
-SGD=(--lr 0.1)
-ADAMW=(--lr 0.003)  # ConvNeXt-Pico's recipe trains with AdamW (lr 0.002 at batch 64)
 MEMBER_RUNS=(resnet18 resnet18_strong vgg13 mini_xception convnext_pico)
 
 # members PREFIX SECONDS EPOCHS ARGS...: the five members side by side
@@ -90,31 +44,7 @@ members() {
     wait
 }
 
-if [ "$ME" = auto ]; then
-    # two epochs of CALIBRATE_IMAGES images per member, side by side as in the real run: the second (past
-    # the warm-up) of the slowest member sets the epochs that fit the time left (60 % of it is planned;
-    # the rest covers the per-epoch validation the calibration leaves out: on an H200 a full epoch with its
-    # validation took 3.4 s where the calibration predicted 2.6 s, and at 80 % the deadline stopped every
-    # member 11-22 epochs before the end of its cosine schedule)
-    CAL=${CALIBRATE_IMAGES:-4096}
-    [ -n "${LIMIT:-}" ] && [ "$LIMIT" -lt "$CAL" ] && CAL=$LIMIT
-    members cal_ 150 2 "${GPU[@]}" --limit "$CAL" --val-split none
-    ME=$(python3 - "$OUT" "$CAL" "$(budget 210)" "${LIMIT:-0}" "${#MEMBER_RUNS[@]}" <<'EOF'
-import json, sys
-from pathlib import Path
-from emozoo.data import open_dataset
-out, cal, budget, limit, runs = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-events = [json.loads(line) for f in out.glob("cal_*.jsonl") for line in f.read_text().splitlines()]
-seconds = [e["seconds"] for e in events if e.get("event") == "epoch" and e["epoch"] == 2]
-n = int(len(open_dataset("ferplus", "Training")) * 0.95)
-n = min(n, limit) if limit else n
-print(max(5, min(100, int(0.6 * budget / (max(seconds) * n / cal)))) if len(seconds) == runs else 40)
-EOF
-)
-    rm -rf "$OUT"/cal_*/  # keep only their logs
-fi
-say "members: $ME epochs each; $(left)s left"
-members "" "$(budget 210)" "$ME" "${GPU[@]}" "${LIMIT_ARGS[@]}"
+train_members 210
 
 say "ensemble; $(left)s left"
 # the finished members, less any that scores 2.5 points or more below the best one on the validation split
@@ -144,14 +74,9 @@ timeout "$(budget 60)" $EMOZOO ensemble "${MEMBERS[@]}" --fusion mean_logit --fl
 say "ensemble rc=$?: $(grep -o "\"accuracy\": [0-9.]*" "$OUT/emoxnet.jsonl" | head -n 1)"
 
 if [ -f "$OUT/emoxnet/config.json" ]; then
+    TEACHER=$OUT/emoxnet
     STUDENT_TIME=$(budget 25)
     say "students: $SE epochs; at most ${STUDENT_TIME}s"
-    student() {  # student NAME ARGS...: one student distilled from the ensemble
-        local name=$1
-        shift
-        run "$name" "$STUDENT_TIME" distill --recipe recipes/emoxnetlite.ferplus.json --teacher "$OUT/emoxnet" \
-            --epochs "$SE" "${GPU[@]}" "${SGD[@]}" "${LIMIT_ARGS[@]}" "$@" &
-    }
     student emoxnetlite
     student emoxnetlite_w075 --student-arg 'student={"backbone": "resnet10", "args": {"width": 0.75}}'
     student emoxnetlite_mx3 --student-arg 'student={"backbone": "mini_xception", "args": {"width": 3.0}}'

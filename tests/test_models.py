@@ -370,3 +370,35 @@ def test_a_saved_folder_loads_from_a_path_string_or_pathlib(tmp_path):
         assert torch.equal(emozoo.create(spec, pretrained=True).eval()(x), model(x))
     with pytest.raises(emozoo.ConfigError, match="not found"):
         emozoo.create(tmp_path / "missing", pretrained=True)
+
+
+def test_members_at_their_own_input_size_see_the_input_resized(tmp_path):
+    import torch.nn.functional as F
+
+    from emozoo.workflows.ensemble import assemble_ensemble, unpack_ensemble
+
+    torch.manual_seed(0)
+    small = emozoo.create("resnet10", width=0.25)
+    large = emozoo.create("resnet10", width=0.25, input_size=(64, 64))  # trained on upsampled faces
+    model = assemble_ensemble([large, small], "mean_logit").eval()
+    assert tuple(model.config.input.size) == (48, 48)  # the smallest member's size
+    assert model.config.model_args["members"][0]["input_size"] == [64, 64]
+    assert "input_size" not in model.config.model_args["members"][1]
+    x = torch.randn(2, 1, 48, 48)
+    logits, _ = model.forward_members(x)
+    with torch.no_grad():
+        assert torch.allclose(logits[0], large.eval()(F.interpolate(x, size=(64, 64), mode="bilinear")), atol=1e-5)
+        assert torch.allclose(logits[1], small.eval()(x), atol=1e-5)
+    emozoo.save_pretrained(model, tmp_path / "ens")
+    again = emozoo.create(f"local-dir:{tmp_path / 'ens'}", pretrained=True).eval()
+    assert torch.allclose(again(x), model(x), atol=1e-5)
+    from emozoo._modelcard import model_card
+
+    assert "| 0 | `resnet10` | `{\"width\": 0.25}` | 64x64 (resized) |" in model_card(again.config, "emozoo/x")
+    unpacked = unpack_ensemble(f"local-dir:{tmp_path / 'ens'}", tmp_path / "members")
+    assert [tuple(emozoo.create(f"local-dir:{d}", pretrained=True).config.input.size) for d in unpacked] == [
+        (64, 64), (48, 48)]
+    with pytest.raises(emozoo.ConfigError, match="input spec"):
+        assemble_ensemble([small, emozoo.create("resnet10", width=0.25, in_chans=3)])
+    with pytest.raises(emozoo.ConfigError, match=r"input_size must be \[height, width\]"):
+        emozoo.create("emoxnet", members=[{"backbone": "resnet10", "input_size": [64]}])

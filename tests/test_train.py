@@ -582,3 +582,55 @@ def test_error_overlap_counts_shared_errors():
     assert error_overlap(a, a)["overlap"] == 1.0
     assert error_overlap(a, ~a) == {"both_wrong": 0.0, "overlap": 0.0}
     assert error_overlap(torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool))["overlap"] == 0.0
+
+
+def test_esr_branches_share_the_base_and_forward_is_their_mean():
+    torch.manual_seed(0)
+    model = emozoo.create("esr", branches=3, width=0.25).eval()
+    x = torch.randn(2, 1, 48, 48)
+    branches = model.forward_branches(x)
+    assert branches.shape == (2, 3, 8)
+    assert torch.allclose(model(x), branches.mean(1), atol=1e-6)
+    assert torch.allclose(model.forward_head(model.forward_features(x)), model(x), atol=1e-6)
+    assert sum(p.numel() for p in model.base.parameters()) == sum(  # one base, three branches
+        p.numel() for p in emozoo.create("esr", branches=1, width=0.25).base.parameters())
+    model.train()
+    assert model(x).shape == (2, 8)  # the (B, C) contract holds until a training loop asks for the branches
+    model.return_branches = True
+    assert model(x).shape == (2, 3, 8)
+    with pytest.raises(emozoo.ConfigError, match="branches must be a positive integer"):
+        emozoo.create("esr", branches=0)
+
+
+def test_branch_mean_gives_each_branch_only_its_own_loss():
+    from emozoo.train.loop import branch_mean
+
+    torch.manual_seed(0)
+    model = emozoo.create("esr", branches=2, width=0.25)
+    model.return_branches = True
+    x, y = torch.randn(4, 1, 48, 48), torch.tensor([0, 1, 2, 3])
+    branch_mean(model(x), torch.nn.functional.cross_entropy, y).backward()
+    own = model.heads[1].fc.weight.grad.clone()
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model.forward_branches(x)[:, 1], y).div(2).backward()
+    assert torch.allclose(own, model.heads[1].fc.weight.grad, atol=1e-6)
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model.forward_branches(x).mean(1), y).backward()  # what a fused loss would do
+    assert not torch.allclose(own, model.heads[1].fc.weight.grad, atol=1e-4)
+    out = torch.randn(4, 8)
+    assert branch_mean(out, lambda b: b.sum()) == out.sum()  # one head: the loss itself
+
+
+def test_esr_trains_each_branch_on_its_own_loss_and_saves_as_one_model(fer_csv, tmp_path, monkeypatch):
+    import emozoo.train.loop as loop
+
+    seen = []
+    real = loop.branch_mean
+    monkeypatch.setattr(loop, "branch_mean", lambda out, *a: seen.append(tuple(out.shape)) or real(out, *a))
+    result = cli("train", "esr", "--model-arg", "branches=2", "--model-arg", "width=0.25", "--data", fer_csv,
+                 "--epochs", 1, "--limit", 64, "--out", tmp_path / "esr", *FAST)
+    assert result.exit_code == 0, result.output
+    assert seen and all(len(shape) == 3 and shape[1] == 2 for shape in seen)  # every step saw both branches' logits
+    model = emozoo.create(f"local-dir:{tmp_path / 'esr'}", pretrained=True)
+    assert model.config.model_args == {"branches": 2, "width": 0.25} and not model.return_branches
+    assert model(torch.randn(1, 1, 48, 48)).shape == (1, model.config.num_classes)

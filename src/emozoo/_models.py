@@ -159,13 +159,26 @@ def architecture_cfg(name: str) -> ArchitectureCfg:
 
 
 def member_spec(spec: Any) -> dict[str, Any]:
-    """Normalise a member given as ``"name"``, ``("name", {args})`` or ``{"backbone": name, "args": {}}``."""
+    """Normalise a member given as ``"name"``, ``("name", {args})`` or ``{"backbone": name, "args": {}}``.
+
+    The dict form may add ``"input_size": [H, W]``: the member then sees the ensemble's input resized to
+    that size (a member trained on upsampled faces, beside members at the ensemble's own size).
+    """
     if isinstance(spec, str):
         return {"backbone": spec, "args": {}}
     if isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
         return {"backbone": spec[0], "args": dict(spec[1])}
-    if isinstance(spec, dict) and isinstance(spec.get("backbone"), str) and set(spec) <= {"backbone", "args"}:
-        return {"backbone": spec["backbone"], "args": dict(spec.get("args") or {})}
+    if (isinstance(spec, dict) and isinstance(spec.get("backbone"), str)
+            and set(spec) <= {"backbone", "args", "input_size"}):
+        normalized = {"backbone": spec["backbone"], "args": dict(spec.get("args") or {})}
+        if spec.get("input_size") is not None:
+            size = spec["input_size"]
+            if (isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+                raise errors.ConfigError(f"member {spec['backbone']!r}: input_size must be [height, width] in "
+                                         f"pixels, got {size!r}")
+            normalized["input_size"] = [int(v) for v in size]
+        return normalized
     raise errors.ConfigError(
         f"invalid member {spec!r}: give a backbone name, (name, {{args}}) or {{'backbone': name, 'args': {{...}}}}"
     )

@@ -1,4 +1,4 @@
-"""Built-in ensemble members: five architecture families, each sized for 48x48 faces.
+"""Built-in ensemble members: six architecture families, each sized for 48x48 faces.
 
 All accept any input size and 1 or 3 channels (``in_chans``); downsampling is chosen so that a 48x48
 face still ends at a 3x3 to 6x6 feature map before global pooling. Each ``forward_features`` returns
@@ -41,6 +41,10 @@ class BasicBlock(nn.Module):
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
+def _resnet_stage(cin, cout, blocks, stride):
+    return nn.Sequential(*[BasicBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(blocks)])
+
+
 class ResNet(BackboneBase):
     """ResNet with basic blocks (He et al. 2016) and a small-image stem (one 3x3 conv, no max-pool).
 
@@ -55,11 +59,8 @@ class ResNet(BackboneBase):
         self.stem = _conv_bn(in_chans, widths[0], 3, stem_stride)
         stages, cin = [], widths[0]
         for i, (n, cout) in enumerate(zip(layers, widths)):
-            blocks = []
-            for j in range(n):
-                blocks.append(BasicBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
-                cin = cout
-            stages.append(nn.Sequential(*blocks))
+            stages.append(_resnet_stage(cin, cout, n, 2 if i > 0 else 1))
+            cin = cout
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features, self.num_classes = cin, num_classes
@@ -80,6 +81,61 @@ def resnet18(num_classes=8, in_chans=1, **kwargs):
 def resnet10(num_classes=8, in_chans=1, **kwargs):
     """ResNet-10 (basic blocks 1-1-1-1), small-image stem; with ``width=0.5`` a fast student."""
     return ResNet((1, 1, 1, 1), num_classes, in_chans, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ ESR
+class ESR(BackboneBase):
+    """Shared early layers, several branches: an ensemble in one network (ESR, Siqueira et al. 2020).
+
+    The base is a ResNet-18's stem and first two stages, computed once; each of ``branches`` branches is
+    its last two stages at ``width`` with its own classifier. :meth:`forward` returns the mean of the
+    branches' logits (a ``mean_logit`` fusion), :meth:`forward_branches` each branch's. While
+    ``return_branches`` is set (the training loop sets it), a training-mode forward returns every
+    branch's logits, ``(B, branches, num_classes)``, and the loop gives each branch its own loss, as ESR
+    does, so the branches stay different.
+    """
+
+    return_branches = False
+
+    def __init__(self, branches=4, width=0.75, num_classes=8, in_chans=1, stem_stride=2, drop_rate=0.0):
+        super().__init__()
+        if isinstance(branches, bool) or not isinstance(branches, int) or branches < 1:
+            raise errors.ConfigError(f"esr: branches must be a positive integer, got {branches!r}")
+        c3, c4 = _width(256, width), _width(512, width)
+        self.base = nn.Sequential(_conv_bn(in_chans, 64, 3, stem_stride), _resnet_stage(64, 64, 2, 1),
+                                  _resnet_stage(64, 128, 2, 2))
+        self.branches = nn.ModuleList(
+            nn.Sequential(_resnet_stage(128, c3, 2, 2), _resnet_stage(c3, c4, 2, 2), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(1))
+            for _ in range(branches))
+        self.heads = nn.ModuleList(LinearHead(c4, num_classes, drop_rate) for _ in range(branches))
+        self.branch_features = c4
+        self.num_features, self.num_classes = c4 * branches, num_classes
+
+    def forward_features(self, x):
+        """Each branch's pooled features, concatenated: ``(B, branches * branch_features)``."""
+        shared = self.base(x)
+        return torch.cat([branch(shared) for branch in self.branches], 1)
+
+    def forward_branches(self, x):
+        """Every branch's logits, ``(B, branches, num_classes)``."""
+        return self._heads(self.forward_features(x))
+
+    def _heads(self, features):
+        chunks = features.split(self.branch_features, 1)
+        return torch.stack([head(f) for head, f in zip(self.heads, chunks)], 1)
+
+    def forward_head(self, features):
+        return self._heads(features).mean(1)
+
+    def forward(self, x):
+        logits = self.forward_branches(x)
+        return logits if self.training and self.return_branches else logits.mean(1)
+
+
+def esr(num_classes=8, in_chans=1, **kwargs):
+    """ESR-style ensemble in one network: a shared ResNet base, ``branches`` (4) ResNet branches at ``width`` (0.75)."""
+    return ESR(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ VGG
@@ -281,7 +337,7 @@ def convnext_pico(num_classes=8, in_chans=1, **kwargs):
     return ConvNeXt((2, 2, 6, 2), (64, 128, 256, 512), num_classes, in_chans, **kwargs)
 
 
-BUILTIN_BACKBONES = (resnet18, resnet10, vgg13, mini_xception, mobilenetv2, convnext_pico)
+BUILTIN_BACKBONES = (resnet18, resnet10, esr, vgg13, mini_xception, mobilenetv2, convnext_pico)
 
 
 @hookimpl

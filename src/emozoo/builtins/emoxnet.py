@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import errors
@@ -38,11 +39,12 @@ class EmoXNet(nn.Module):
     :meth:`forward_with_members` the fused logits with the members' (what ``predict`` reports per member).
 
     With ``flip=True`` every member also sees the mirrored image and its logits and features are the
-    mean of both views (test-time flip: twice the MACs, one member call on a doubled batch).
+    mean of both views (test-time flip: twice the MACs, one member call on a doubled batch). A member
+    with an ``input_size`` (``member_sizes``) sees the input resized to it (bilinear).
     """
 
     def __init__(self, members: Sequence[nn.Module], fusion: nn.Module, member_names: Sequence[str],
-                 flip: bool = False):
+                 flip: bool = False, member_sizes: Sequence[Sequence[int] | None] | None = None):
         super().__init__()
         if len(members) < 1:
             raise errors.ConfigError("an EmoXNet needs at least one member")
@@ -50,13 +52,21 @@ class EmoXNet(nn.Module):
         self.fusion = fusion
         self.member_names = list(member_names)
         self.flip = bool(flip)
+        self.member_sizes = [tuple(s) if s else None for s in (member_sizes or [None] * len(members))]
+
+    def _inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's input: ``x``, or ``x`` resized to the member's own input size."""
+        return [x if size is None or tuple(x.shape[-2:]) == size
+                else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+                for size in self.member_sizes]
 
     def forward_members(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if not self.flip:
-            outputs = [member_outputs(m, x) for m in self.members]
+            outputs = [member_outputs(m, xm) for m, xm in zip(self.members, self._inputs(x))]
             return torch.stack([o[0] for o in outputs]), [o[1] for o in outputs]
         n = x.shape[0]
-        outputs = [member_outputs(m, torch.cat([x, x.flip(-1)])) for m in self.members]
+        doubled = self._inputs(torch.cat([x, x.flip(-1)]))
+        outputs = [member_outputs(m, xm) for m, xm in zip(self.members, doubled)]
         logits = torch.stack([(z[:n] + z[n:]) / 2 for z, _ in outputs])
         return logits, [(f[:n] + f[n:]) / 2 for _, f in outputs]
 
@@ -77,7 +87,8 @@ def emoxnet(num_classes: int = 8, in_chans: int = 1, members: Sequence[Any] = DE
     built = [build_backbone(s["backbone"], num_classes, in_chans, **s["args"]) for s in specs]
     dims = [int(getattr(m, "num_features", num_classes)) for m in built]
     fuse = build_fusion(fusion, len(built), num_classes, dims, **(fusion_args or {}))
-    return EmoXNet(built, fuse, [s["backbone"] for s in specs], flip=flip)
+    return EmoXNet(built, fuse, [s["backbone"] for s in specs], flip=flip,
+                   member_sizes=[s.get("input_size") for s in specs])
 
 
 def _member_list(members: Any) -> Sequence[Any]:
@@ -115,8 +126,11 @@ def _describe(config) -> str:
 
 def _card(config) -> str:
     args = config.model_args
-    lines = ["| member | backbone | arguments |", "| --- | --- | --- |"]
-    lines += [f"| {i} | `{m['backbone']}` | `{json.dumps(m['args'])}` |" for i, m in enumerate(args["members"])]
+    lines = ["| member | backbone | arguments | input |", "| --- | --- | --- | --- |"]
+    size = "x".join(map(str, config.input.size))
+    lines += [f"| {i} | `{m['backbone']}` | `{json.dumps(m['args'])}` | "
+              f"{'x'.join(map(str, m['input_size'])) + ' (resized)' if m.get('input_size') else size} |"
+              for i, m in enumerate(args["members"])]
     lines += ["", f"Fusion: `{args['fusion']}` with arguments `{json.dumps(args.get('fusion_args', {}))}`. "
                   "The members and the fusion are stored together in `model.safetensors` (member i under "
                   "`members.i.*`, the fusion under `fusion.*`), and `config.json` names them, so `emozoo.create` "

@@ -56,6 +56,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     num_classes = model.config.num_classes
+    _return_branches(model, True)
     data = Indexed(train_set)
     per_rank = recipe.batch_size // dist.world
     if per_rank * dist.world != recipe.batch_size:
@@ -115,19 +116,20 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
             if recipe.corrupt:  # the student sees the corrupted image, an online teacher the clean one
                 x = corrupt_batch(x, model.config.input, recipe.corrupt, corrupting)
             with autocast(device, recipe.amp):
-                logits = ddp(x).float()
+                out = ddp(x).float()
+            logits = out.mean(1) if out.ndim == 3 else out  # (B, branches, classes) from a multi-branch net
             if distill_loss is not None:
                 if teacher is not None:
                     with torch.no_grad(), autocast(device, recipe.amp):
                         taught = teacher(clean).float()
                 else:
                     taught = teacher_logits[idx].to(device)
-                loss = distill_loss(logits, taught, target)
+                loss = branch_mean(out, distill_loss, taught, target)
             else:
                 tgt = F.one_hot(target, num_classes).float() if target.ndim == 1 else target.float()
                 if recipe.label_smoothing:
                     tgt = tgt * (1 - recipe.label_smoothing) + recipe.label_smoothing / num_classes
-                loss = F.cross_entropy(logits, tgt)
+                loss = branch_mean(out, F.cross_entropy, tgt)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -162,7 +164,20 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, recipe: R
         if dist.main:
             metrics, summary = _validate(model, val_set)
             log({"event": "swa", "epochs_averaged": swa.count, "val": summary, "seconds": round(time.time() - t0, 1)})
+    _return_branches(model, False)
     return {"metrics": metrics, "history": history, "steps": step}
+
+
+def branch_mean(out: torch.Tensor, loss_fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+    """``loss_fn(out, *args)``; for a multi-branch network's ``(B, branches, classes)`` the mean of each branch's."""
+    return loss_fn(out, *args) if out.ndim == 2 else sum(loss_fn(b, *args) for b in out.unbind(1)) / out.shape[1]
+
+
+def _return_branches(model: nn.Module, on: bool) -> None:
+    """Networks with several heads (``esr``) give every head's logits in training, so each gets its own loss."""
+    for module in model.modules():
+        if hasattr(module, "return_branches"):
+            module.return_branches = on
 
 
 def _validate(model: nn.Module, val_set: Dataset | None) -> tuple[dict[str, Any], dict[str, Any]]:

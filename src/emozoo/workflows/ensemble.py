@@ -1,6 +1,7 @@
 """Ensembles: assembling trained members into an EmoXNet, fitting its fusion, unpacking it again."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,23 @@ def assemble_ensemble(members: list[nn.Module], fusion: str = "mean_logit", fusi
                       flip: bool = False, names: list[str] | None = None) -> EmoXNet:
     """An EmoXNet holding the trained ``members`` (their weights copied), with an untrained ``fusion``.
 
-    The members must share labels and input spec; ``names`` (e.g. their folders) label them in the error.
+    The members must share labels and input spec but for the size: the ensemble takes the smallest
+    input size of its members, and a member trained at a larger one (on upsampled faces) sees the input
+    resized to it. ``names`` (e.g. their folders) label them in the error.
     """
     names = names or [f"member {i}" for i in range(len(members))]
     first = members[0].config
+    smallest = min((m.config.input for m in members), key=lambda spec: spec.size[0] * spec.size[1])
     for name, m in zip(names, members):
-        if m.config.label_names != first.label_names or m.config.input != first.input:
-            raise errors.ConfigError(f"{name}: its labels or input spec differ from {names[0]}'s; "
-                                     "ensemble members must share both")
-    model = create("emoxnet", members=[_as_member(m.config) for m in members], fusion=fusion,
-                   fusion_args=fusion_args or {}, flip=flip, label_names=first.label_names)
-    model.config.input = first.input
+        if (m.config.label_names != first.label_names
+                or dataclasses.replace(m.config.input, size=first.input.size) != first.input):
+            raise errors.ConfigError(f"{name}: its labels or input spec (channels, normalisation, crop) differ from "
+                                     f"{names[0]}'s; ensemble members must share both")
+    specs = [{**_as_member(m.config), **({"input_size": list(m.config.input.size)}
+                                          if m.config.input.size != smallest.size else {})} for m in members]
+    model = create("emoxnet", members=specs, fusion=fusion, fusion_args=fusion_args or {}, flip=flip,
+                   label_names=first.label_names)
+    model.config.input = smallest
     for slot, member in zip(model.members, members):
         slot.load_state_dict(member.state_dict())
     return model
@@ -71,7 +78,8 @@ def build_ensemble(member_dirs: list[str], fusion: str, fusion_args: dict, out_d
                               "flip": flip, "member_holdouts": member_holdouts}
     held = None
     if holdout is not None:
-        held = open_holdout(data_spec, fit_split, holdout, eval_transform(first.input), first.label_names, soft=True)
+        held = open_holdout(data_spec, fit_split, holdout, eval_transform(model.config.input), first.label_names,
+                            soft=True)
         recipe["validation"] = validation_record(data_spec, fit_split, holdout, len(held))
     else:
         recipe["validation"] = None
@@ -131,7 +139,8 @@ def unpack_ensemble(spec: str, out_dir: str | Path, *, command: str = "", overwr
     for i, (name, target, spec_i, member) in enumerate(zip(model.member_names, targets,
                                                            model.config.model_args["members"], model.members)):
         single = create(name, label_names=model.config.label_names, **spec_i["args"])
-        single.config.input = model.config.input
+        single.config.input = dataclasses.replace(model.config.input, size=tuple(spec_i.get("input_size")
+                                                                                   or model.config.input.size))
         single.load_state_dict(member.state_dict())
         recipe = {"command": command, "unpacked_from": spec, "member": i, "ensemble_recipe": model.config.recipe}
         if holdouts:  # kept, so that a learned fusion can still be fitted over the unpacked members
@@ -189,12 +198,12 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
                                      f"so its score would flatter it; search fusions without parameters "
                                      f"({', '.join(SEARCH_FUSIONS)}) and fit it afterwards with --fusion")
     model = assemble_ensemble(members, fusions[0], flip=flip, names=[str(d) for d in member_dirs]).eval()
-    data = open_holdout(data_spec, fit_split, holdout, eval_transform(first.input), first.label_names)
+    data = open_holdout(data_spec, fit_split, holdout, eval_transform(model.config.input), first.label_names)
     logits, features, targets = member_outputs(model, data, progress, batch_size)
     split = f"{fit_split} holdout ({holdout:g})"
     validation = validation_record(data_spec, fit_split, holdout, len(targets))
-    shape = (first.input.in_chans, *first.input.size)
-    macs = [count_macs(m.float(), shape) * (2 if flip else 1) for m in members]
+    macs = [count_macs(m.float(), (m.config.input.in_chans, *m.config.input.size)) * (2 if flip else 1)
+            for m in members]
     if report is not None:
         wrong = [(logits[i].argmax(1) != targets) for i in range(len(members))]
         report["members"] = [{"member": str(d), "accuracy": round(1 - w.float().mean().item(), 4), "macs": c}

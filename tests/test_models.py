@@ -400,5 +400,7 @@ def test_members_at_their_own_input_size_see_the_input_resized(tmp_path):
         (64, 64), (48, 48)]
     with pytest.raises(emozoo.ConfigError, match="input spec"):
         assemble_ensemble([small, emozoo.create("resnet10", width=0.25, in_chans=3)])
-    with pytest.raises(emozoo.ConfigError, match=r"input_size must be \[height, width\]"):
+    with pytest.raises(emozoo.ConfigError, match=r"member 'resnet10': input.size must be \[height, width\]"):
         emozoo.create("emoxnet", members=[{"backbone": "resnet10", "input_size": [64]}])
+    with pytest.raises(emozoo.ConfigError, match=r"member 'resnet10': input.size must be \[height, width\]"):
+        emozoo.create("emoxnet", members=[{"backbone": "resnet10", "input_size": "64x64"}])

@@ -171,13 +171,11 @@ def member_spec(spec: Any) -> dict[str, Any]:
     if (isinstance(spec, dict) and isinstance(spec.get("backbone"), str)
             and set(spec) <= {"backbone", "args", "input_size"}):
         normalized = {"backbone": spec["backbone"], "args": dict(spec.get("args") or {})}
-        if spec.get("input_size") is not None:
-            size = spec["input_size"]
-            if (isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-                raise errors.ConfigError(f"member {spec['backbone']!r}: input_size must be [height, width] in "
-                                         f"pixels, got {size!r}")
-            normalized["input_size"] = [int(v) for v in size]
+        if spec.get("input_size") is not None:  # checked as a model's input size is
+            try:
+                normalized["input_size"] = list(InputSpec(size=spec["input_size"]).size)
+            except (errors.ConfigError, TypeError, ValueError) as e:
+                raise errors.ConfigError(f"member {spec['backbone']!r}: {e}") from None
         return normalized
     raise errors.ConfigError(
         f"invalid member {spec!r}: give a backbone name, (name, {{args}}) or {{'backbone': name, 'args': {{...}}}}"

@@ -202,8 +202,7 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     logits, features, targets = member_outputs(model, data, progress, batch_size)
     split = f"{fit_split} holdout ({holdout:g})"
     validation = validation_record(data_spec, fit_split, holdout, len(targets))
-    macs = [count_macs(m.float(), (m.config.input.in_chans, *m.config.input.size)) * (2 if flip else 1)
-            for m in members]
+    macs = [count_macs(m.float(), m.config.input.shape) * (2 if flip else 1) for m in members]
     if report is not None:
         wrong = [(logits[i].argmax(1) != targets) for i in range(len(members))]
         report["members"] = [{"member": str(d), "accuracy": round(1 - w.float().mean().item(), 4), "macs": c}

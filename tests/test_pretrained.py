@@ -83,7 +83,7 @@ def test_the_shipped_ensembles_members_keep_their_training_holdout_when_unpacked
     assert result.exit_code == 0, result.output
     paths = json.loads(result.stdout)["members"]
     members = json.loads((SHIPPED_DIR / "emoxnet.ferplus" / "config.json").read_text())["model_args"]["members"]
-    assert len(paths) == len(members) >= 3
+    assert len(paths) == len(members) >= 2
     for path in paths:
         assert json.loads((tmp_path / "m" / path.rsplit("/", 1)[-1] / "config.json").read_text())["recipe"]["holdout"] == 0.05
 

@@ -66,7 +66,12 @@ out=""; prev=""
 for a in "$@"; do [ "$prev" = "--out" ] && out=$a; prev=$a; done
 echo "$*" >> "$CALLS"
 mkdir -p "$out" && cp "$TEMPLATE"/* "$out"/
-echo '{"event": "done"}'
+case " $* " in
+*" --search "*) echo '{"search": {"best": {"members": ["m/a"], "fusion": "mean_prob", "flip": false, "accuracy": 0.85,
+  "macs": 1}, "best_any_cost": {"members": ["m/a", "m/b"], "fusion": "mean_logit", "flip": true, "accuracy": 0.86,
+  "macs": 4}}}' ;;
+*) echo '{"event": "done"}' ;;
+esac
 """
 
 
@@ -96,9 +101,12 @@ def test_gpu_script_runs_every_stage_in_order(script, tmp_path):
     assert all("--epochs 3 " in line for line in lines if line.startswith("train"))
     if script == "gpu_families.sh":
         assert trains == 7 and distills == 2
-        assert [("--search" in line, "--max-macs" in line) for line in lines if line.startswith("ensemble")] == [
-            (True, True), (True, False)]
-        assert all(f"--teacher {tmp_path / 'out' / 'emoxnet_cheap'} " in line for line in lines if "distill" in line)
+        # one search within the budget; its best at any cost (1 point better) built from its row, and the teacher
+        assert [line for line in lines if line.startswith("ensemble")][1].startswith(
+            "ensemble m/a m/b --fusion mean_logit --flip --out ")
+        assert [("--search --search-flip" in line, "--max-macs" in line) for line in lines
+                if line.startswith("ensemble")] == [(True, True), (False, False)]
+        assert all(f"--teacher {tmp_path / 'out' / 'emoxnet_any'} " in line for line in lines if "distill" in line)
         assert sorted((tmp_path / "pack").glob("results.tar.xz.part-*")) and (tmp_path / "pack" / "manifest.txt").is_file()
     else:
         assert trains == 5 and distills == 5 and "teacher: " not in run.stdout

@@ -571,6 +571,57 @@ def test_ensemble_search_picks_members_and_fusion_on_the_training_holdout(member
     assert alone.exit_code == 1 and "give it with --search" in alone.output
 
 
+def test_ensemble_search_flip_tries_each_subset_with_and_without_the_mirror(member, fer_csv, tmp_path):
+    other = tmp_path / "other"
+    assert cli("train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--out", other, "--epochs", 1,
+               "--holdout", 0.2, *FAST).exit_code == 0
+    doc = json.loads(cli("ensemble", member, other, "--search", "--search-flip", "--data", fer_csv,
+                         "--out", tmp_path / "s", "--json").stdout)["search"]
+    rows = doc["rows"]
+    plain = {(tuple(r["members"]), r["fusion"]): r for r in rows if not r["flip"]}
+    mirrored = {(tuple(r["members"]), r["fusion"]): r for r in rows if r["flip"]}
+    assert len(rows) == 8 and plain.keys() == mirrored.keys()  # 4 candidates, each with and without flip
+    assert all(mirrored[k]["macs"] == 2 * plain[k]["macs"] for k in plain)
+    assert doc["best_any_cost"] == doc["best"] and doc["best"]["accuracy"] == max(r["accuracy"] for r in rows)
+    # a flipped row scores what the ensemble built with --flip scores on the same faces
+    pair = (str(member), str(other))
+    built = cli("ensemble", member, other, "--fusion", "mean_logit", "--flip", "--data", fer_csv, "--out",
+                tmp_path / "f", "--json")
+    assert built.exit_code == 0, built.output
+    assert json.loads(built.stdout)["metrics"]["holdout"]["accuracy"] == mirrored[pair, "mean_logit"]["accuracy"]
+    saved = emozoo.create(tmp_path / "s", pretrained=True)  # the pick's flip is what was built
+    assert saved.config.recipe["flip"] == doc["best"]["flip"] and saved.flip == doc["best"]["flip"]
+    # a budget the flipped pair exceeds: the pick is within it, the best at any cost reported beside it
+    budget = plain[pair, "mean_prob"]["macs"]
+    text = cli("ensemble", member, other, "--search", "--search-flip", "--max-macs", budget, "--data", fer_csv,
+               "--out", tmp_path / "b")
+    assert text.exit_code == 0, text.output
+    assert "fusion       flip members" in text.output and "\n* " in text.output
+    capped = json.loads(cli("ensemble", member, other, "--search", "--search-flip", "--max-macs", budget, "--data",
+                            fer_csv, "--out", tmp_path / "j", "--json").stdout)["search"]
+    assert capped["best"]["macs"] <= budget and capped["best_any_cost"]["accuracy"] == doc["best"]["accuracy"]
+    if capped["best_any_cost"] != capped["best"]:
+        assert "+ the best at any cost" in text.output and "\n+ " in text.output
+    for args, message in (((), "give it with --search"), (("--search", "--flip"), "give it without --flip")):
+        bad = cli("ensemble", member, other, "--search-flip", *args, "--data", fer_csv, "--out", tmp_path / "x")
+        assert bad.exit_code == 1 and message in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_pick_best_takes_the_best_within_the_budget_then_fewer_members_then_fewer_macs():
+    from emozoo.workflows import pick_best
+
+    rows = [{"members": ["a"], "fusion": "mean_prob", "flip": False, "accuracy": 0.8, "macs": 10},
+            {"members": ["a"], "fusion": "mean_prob", "flip": True, "accuracy": 0.8, "macs": 20},
+            {"members": ["a", "b"], "fusion": "mean_logit", "flip": False, "accuracy": 0.8, "macs": 15},
+            {"members": ["a", "b"], "fusion": "mean_prob", "flip": True, "accuracy": 0.85, "macs": 30},
+            {"members": ["a", "b"], "fusion": "mean_logit", "flip": True, "accuracy": 0.85, "macs": 30}]
+    assert pick_best(rows) is rows[3]  # the best; between equal fusions, the first listed
+    assert pick_best(rows, fusions=["mean_logit", "mean_prob"]) is rows[4]
+    assert pick_best(rows, max_macs=25) is rows[0]  # a tie: one member, then no flip (fewer MACs)
+    assert pick_best(rows, max_macs=5) is None
+
+
 def test_error_overlap_counts_shared_errors():
     import torch
 
@@ -634,3 +685,40 @@ def test_esr_trains_each_branch_on_its_own_loss_and_saves_as_one_model(fer_csv, 
     model = emozoo.create(f"local-dir:{tmp_path / 'esr'}", pretrained=True)
     assert model.config.model_args == {"branches": 2, "width": 0.25} and not model.return_branches
     assert model(torch.randn(1, 1, 48, 48)).shape == (1, model.config.num_classes)
+
+
+def test_esr_starts_from_one_resnet18_per_branch(fer_csv, tmp_path):
+    from emozoo.errors import ConfigError
+
+    torch.manual_seed(0)
+    labels = emozoo.data.FER2013_LABELS  # fer_csv's, for the CLI part
+    first, second = (emozoo.create("resnet18", label_names=labels).eval() for _ in range(2))
+    model = emozoo.create("esr", branches=2, width=1.0, label_names=labels).eval()
+    model.init_branches([first.state_dict(), second.state_dict()])
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():  # the base and branch 0 are the first resnet18; branch 1 has the second's stages 3-4
+        assert torch.allclose(model.forward_branches(x)[:, 0], first(x), atol=1e-5)
+        assert torch.equal(model.heads[1].fc.weight, second.head.fc.weight)
+        assert torch.equal(model.branches[1][0][0].conv1[0].weight, second.stages[2][0].conv1[0].weight)
+    with pytest.raises(ConfigError, match="give one --init per branch"):
+        model.init_branches([first.state_dict()])
+    with pytest.raises(ConfigError, match="width=1.0"):
+        emozoo.create("esr", branches=2, label_names=labels).init_branches([first.state_dict(), second.state_dict()])
+    with pytest.raises(ConfigError, match="not a resnet18's"):
+        model.init_branches([emozoo.create("vgg13", label_names=labels).state_dict()] * 2)
+
+    # the CLI: --init once per branch, as saved resnet18 folders
+    folders = []
+    for i, net in enumerate((first, second)):
+        folders.append(emozoo.save_pretrained(net, tmp_path / f"r{i}"))
+    result = cli("train", "esr", "--model-arg", "branches=2", "--model-arg", "width=1.0", "--init", folders[0],
+                 "--init", folders[1], "--data", fer_csv, "--epochs", 1, "--limit", 32, "--lr", 1e-9,
+                 "--val-split", "none", "--out", tmp_path / "esr", *FAST)
+    assert result.exit_code == 0, result.output
+    trained = emozoo.create(f"local-dir:{tmp_path / 'esr'}", pretrained=True)
+    assert "--init" in trained.config.recipe["command"]
+    assert torch.allclose(trained.heads[1].fc.weight, second.head.fc.weight, atol=1e-6)  # lr 1e-9: as started
+    for args, message in ((["resnet18", "--init", folders[0], "--init", folders[1]], "resnet18 has no branches"),
+                          (["--init", folders[0], "--init", folders[1]], "name the MODEL")):
+        bad = cli("train", *args, "--data", fer_csv, "--epochs", 1, "--limit", 32, "--out", tmp_path / "bad", *FAST)
+        assert bad.exit_code == 1 and message in bad.output, bad.output

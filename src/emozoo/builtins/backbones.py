@@ -6,6 +6,8 @@ pooled features ``(B, num_features)``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -131,6 +133,39 @@ class ESR(BackboneBase):
     def forward(self, x):
         logits = self.forward_branches(x)
         return logits if self.training and self.return_branches else logits.mean(1)
+
+    def init_branches(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
+        """Start from trained ResNet-18s (full-width ``resnet18`` state dicts; ``width=1.0``), one per branch: the
+        base is the first one's stem and first two stages, branch ``i`` the last two stages and head of the
+        ``i``-th. Branch 0 with the base computes what the first ResNet-18 does; the others start from weights
+        that learned on another base, so training adapts them (``emozoo train esr --init A --init B``)."""
+        if len(states) != len(self.branches):
+            raise errors.ConfigError(f"esr has {len(self.branches)} branches; give one --init per branch, not "
+                                     f"{len(states)} (or --model-arg branches={len(states)})")
+        ours = {}
+        for i, state in enumerate(states):
+            for key, value in state.items():
+                part, _, rest = key.partition(".")
+                if part == "stages" and rest[:1] in "01" and rest[1:2] == ".":
+                    target = f"base.{int(rest[0]) + 1}.{rest[2:]}" if i == 0 else None
+                elif part == "stages" and rest[:1] in "23" and rest[1:2] == ".":
+                    target = f"branches.{i}.{int(rest[0]) - 2}.{rest[2:]}"
+                elif part == "stem":
+                    target = f"base.0.{rest}" if i == 0 else None
+                elif part == "head":
+                    target = f"heads.{i}.{rest}"
+                else:
+                    raise errors.ConfigError(f"esr --init: weight {key!r} is not a resnet18's; every --init must be "
+                                             "a trained resnet18")
+                if target is not None:
+                    ours[target] = value
+        mine = self.state_dict()
+        wrong = sorted(k for k in mine if k not in ours or ours[k].shape != mine[k].shape)
+        if wrong:
+            raise errors.ConfigError(f"esr --init: the resnet18 weights do not fit ({len(wrong)} tensors, e.g. "
+                                     f"{wrong[0]}); give full-width resnet18s with the same in_chans and classes, "
+                                     "and --model-arg width=1.0")
+        self.load_state_dict(ours)
 
 
 def esr(num_classes=8, in_chans=1, **kwargs):

@@ -162,8 +162,11 @@ grow_option = click.option(
 @click.argument("model", required=False)
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
               help="Argument for the model constructor, e.g. width=0.5 or members='[\"resnet18\"]'.")
-@click.option("--init", help="Start from these weights (a folder or name of the same architecture and "
-                             "arguments) instead of random ones, e.g. to give a finished run a new lr cycle.")
+@click.option("--init", multiple=True,
+              help="Start from these weights (a folder or name of the same architecture and arguments) instead of "
+                   "random ones, e.g. to give a finished run a new lr cycle. Given once per branch, it starts a "
+                   "model with branches from one model each (esr from resnet18s: base and branch 0 from the "
+                   "first).")
 @grow_option
 @recipe_options
 def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_json, data_spec, split, val_split,
@@ -181,6 +184,7 @@ def train_cmd(model, model_args, init, grow, recipe_file, out_dir, resume, as_js
     from ..workflows import train_model
 
     _check_grow(init, grow)
+    init = init[0] if len(init) == 1 else list(init) or None
     file_data = load_recipe_file(recipe_file)
     model = model or file_data.get("model")
     if not model and not init:
@@ -252,12 +256,16 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
 @click.option("--search-fusions", default="mean_prob,mean_logit", show_default=True, metavar="F1,F2",
               help="With --search: the fusions to try (fusions without parameters; a learned one would be "
                    "fitted on the faces that score it).")
+@click.option("--search-flip", is_flag=True,
+              help="With --search: try every subset with and without test-time flip (the mirror doubles the MACs; "
+                   "no --flip then: the search picks it).")
 @click.option("--max-macs", type=click.FloatRange(min=1), metavar="M",
               help="With --search: pick the best subset among those of at most M multiply-accumulates per face at "
-                   "batch 1 (flip included), e.g. 1.5e9; the table lists every subset's MACs.")
+                   "batch 1 (flip included), e.g. 1.5e9; the table lists every subset's MACs and the best at any "
+                   "cost is reported beside the pick.")
 @click.option("--json", "as_json", is_flag=True)
 def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, flip, search,
-                 search_fusions, max_macs, as_json):
+                 search_fusions, search_flip, max_macs, as_json):
     """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
 
     A learned fusion is fitted on the part of --fit-split that the members held back (their recipe's
@@ -271,16 +279,21 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
     report: dict = {}
     if max_macs and not search:
         raise ConfigError("--max-macs limits what --search may pick: give it with --search")
+    if search_flip and not search:
+        raise ConfigError("--search-flip is a choice --search makes: give it with --search, or give --flip alone")
+    if search_flip and flip:
+        raise ConfigError("--search-flip tries every subset with and without flip: give it without --flip")
     if search:
         if fusion or fusion_args:
             raise ConfigError("--search picks the fusion from --search-fusions; give --fusion without --search")
         fusions = [f.strip() for f in search_fusions.split(",") if f.strip()]
-        rows, best = search_ensemble(list(members), data_spec, fit_split, fusions, flip=flip, progress=not as_json,
-                                     max_macs=max_macs, report=report)
+        rows, best = search_ensemble(list(members), data_spec, fit_split, fusions,
+                                     flip="both" if search_flip else flip, progress=not as_json, max_macs=max_macs,
+                                     report=report)
         if not as_json:
             click.echo(format_members(report))
-            click.echo(format_search(rows, best, max_macs))
-        members, fusion = best["members"], best["fusion"]
+            click.echo(format_search(rows, best, max_macs, report["best_any_cost"]))
+        members, fusion, flip = best["members"], best["fusion"], best["flip"]
     result = build_ensemble(list(members), fusion or "mean_prob", parse_kv(fusion_args), out_dir, data_spec,
                             fit_split, val_split, fit_epochs, flip=flip, log=make_logger(False),
                             command=command_line())
@@ -291,17 +304,22 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
         echo_json(result)
 
 
-def format_search(rows: list[dict], best: dict, max_macs: float | None = None) -> str:
-    """The ``--search`` table: accuracy on the holdout, MACs, fusion and members of each candidate, the best marked *."""
+def format_search(rows: list[dict], best: dict, max_macs: float | None = None, best_any_cost: dict | None = None) -> str:
+    """The ``--search`` table: accuracy on the holdout, MACs, fusion, flip and members of each candidate, the pick
+    marked *; with ``max_macs``, a last line on the best at any cost (+ in the table) and how far above the pick."""
     from ..workflows.splits import describe_validation
 
-    ranked = sorted(rows, key=lambda r: (-r["accuracy"], len(r["members"])))
+    ranked = sorted(rows, key=lambda r: (-r["accuracy"], len(r["members"]), r["macs"]))
     budget = f", the best of at most {max_macs / 1e6:,.0f} M MACs marked *" if max_macs else ""
     lines = [f"member subsets and fusions on the validation split, {describe_validation(best['validation'])}, "
              f"best first{budget}:",
-             f"  {'accuracy':>8}  {'M MACs':>8}  {'fusion':<12} members"]
-    lines += [f"{'*' if r is best else ' '} {r['accuracy']:>8.4f}  {r['macs'] / 1e6:>8,.0f}  {r['fusion']:<12} "
-              f"{' '.join(r['members'])}" for r in ranked]
+             f"  {'accuracy':>8}  {'M MACs':>8}  {'fusion':<12} {'flip':<4} members"]
+    lines += [f"{'*' if r is best else '+' if r is best_any_cost else ' '} {r['accuracy']:>8.4f}  "
+              f"{r['macs'] / 1e6:>8,.0f}  {r['fusion']:<12} {'on' if r['flip'] else 'off':<4} {' '.join(r['members'])}"
+              for r in ranked]
+    if max_macs and best_any_cost is not None and best_any_cost is not best:
+        gain = (best_any_cost["accuracy"] - best["accuracy"]) * 100
+        lines.append(f"+ the best at any cost, {best_any_cost['macs'] / 1e6:,.0f} M MACs: {gain:+.2f} points over *")
     return "\n".join(lines)
 
 

@@ -155,21 +155,23 @@ SEARCH_FUSIONS = ("mean_prob", "mean_logit")
 
 
 def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Training",
-                    fusions: tuple[str, ...] | list[str] = SEARCH_FUSIONS, *, flip: bool = False,
+                    fusions: tuple[str, ...] | list[str] = SEARCH_FUSIONS, *, flip: bool | str = False,
                     progress: bool = True, batch_size: int = 256, max_macs: float | None = None,
                     report: dict | None = None) -> tuple[list[dict], dict]:
     """Score every subset of the members under each fusion on the members' shared training holdout.
 
-    Returns ``(rows, best)``: one row per subset and fusion (``members``, ``fusion``, ``flip``, ``accuracy``,
+    Returns ``(rows, best)``: one row per subset, fusion and flip (``members``, ``fusion``, ``flip``, ``accuracy``,
     ``macs``: the subset's multiply-accumulates per face at batch 1, flip included, ``n``, ``split``,
-    ``validation``: the :func:`~emozoo.workflows.splits.validation_record` scored on), and the best row: the highest
-    holdout accuracy among the subsets of at most ``max_macs`` MACs (all when None), the fewest members among
-    ties, then the first fusion listed. When ``report`` is a dict, it receives ``members`` (each member's holdout
-    accuracy and MACs) and ``diversity`` (:func:`error_overlap` of every pair of members). The
-    holdout is the part of ``fit_split`` that every member kept aside (their recipes' equal ``holdout``), so no
-    member trained on it and no test split is looked at (a test split as ``fit_split`` is refused). Fusions with
-    parameters would be fitted on those same faces, so only fusions without them (e.g. mean_prob, mean_logit) are
-    searched. Member outputs are computed once.
+    ``validation``: the :func:`~emozoo.workflows.splits.validation_record` scored on), and the best row
+    (:func:`pick_best`) among the subsets of at most ``max_macs`` MACs (all when None). ``flip`` is test-time flip
+    for every candidate, or ``"both"``: each candidate with and without it (the mirror doubles the MACs; its
+    outputs come from one more pass over the mirrored faces). When ``report`` is a dict, it receives ``members``
+    (each member's holdout accuracy and MACs, with flip when ``flip`` is True), ``diversity`` (:func:`error_overlap`
+    of every pair of members) and ``best_any_cost`` (the best row whatever its MACs). The holdout is the part of
+    ``fit_split`` that every member kept aside (their recipes' equal ``holdout``), so no member trained on it and no
+    test split is looked at (a test split as ``fit_split`` is refused). Fusions with parameters would be fitted on
+    those same faces, so only fusions without them (e.g. mean_prob, mean_logit) are searched. Member outputs are
+    computed once over the faces and, with flip, once over their mirrors.
     """
     import itertools
 
@@ -182,6 +184,9 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     check_not_test(fit_split, "--search")
     if not fusions:
         raise errors.ConfigError("--search needs at least one fusion to try")
+    if flip not in (False, True, "both"):
+        raise errors.ConfigError(f"search flip must be true, false or 'both', not {flip!r}")
+    flips = [False, True] if flip == "both" else [bool(flip)]
     members = [create(d, pretrained=True) for d in member_dirs]
     holdout = shared_holdout(members)
     if holdout is None:
@@ -197,38 +202,59 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
             raise errors.ConfigError(f"--search: fusion {fusion!r} is fitted on the holdout the search scores on, "
                                      f"so its score would flatter it; search fusions without parameters "
                                      f"({', '.join(SEARCH_FUSIONS)}) and fit it afterwards with --fusion")
-    model = assemble_ensemble(members, fusions[0], flip=flip, names=[str(d) for d in member_dirs]).eval()
+    model = assemble_ensemble(members, fusions[0], flip=False, names=[str(d) for d in member_dirs]).eval()
     data = open_holdout(data_spec, fit_split, holdout, eval_transform(model.config.input), first.label_names)
-    logits, features, targets = member_outputs(model, data, progress, batch_size)
+    plain, plain_features, targets = member_outputs(model, data, progress, batch_size)
+    outputs = {False: (plain, plain_features)}
+    if True in flips:  # flip's outputs are the mean over the faces and their mirrors, as EmoXNet(flip=True) gives
+        mirrored, mirrored_features, _ = member_outputs(model, data, progress, batch_size, mirror=True)
+        outputs[True] = ((plain + mirrored) / 2, [(a + b) / 2 for a, b in zip(plain_features, mirrored_features)])
     split = f"{fit_split} holdout ({holdout:g})"
     validation = validation_record(data_spec, fit_split, holdout, len(targets))
-    macs = [count_macs(m.float(), m.config.input.shape) * (2 if flip else 1) for m in members]
+    macs = [count_macs(m.float(), m.config.input.shape) for m in members]
     if report is not None:
+        logits = outputs[flips[-1]][0]
         wrong = [(logits[i].argmax(1) != targets) for i in range(len(members))]
-        report["members"] = [{"member": str(d), "accuracy": round(1 - w.float().mean().item(), 4), "macs": c}
-                             for d, w, c in zip(member_dirs, wrong, macs)]
+        report["members"] = [{"member": str(d), "accuracy": round(1 - w.float().mean().item(), 4),
+                              "macs": c * (2 if flips[-1] else 1)} for d, w, c in zip(member_dirs, wrong, macs)]
         report["diversity"] = [{"members": [str(member_dirs[i]), str(member_dirs[j])], **error_overlap(wrong[i], wrong[j])}
                                for i, j in itertools.combinations(range(len(members)), 2)]
     rows = []
     for k in range(1, len(members) + 1):
         for subset in itertools.combinations(range(len(members)), k):
             pick = list(subset)
-            for fusion in fusions[:1] if k == 1 else fusions:  # one member: every averaging fusion is the member
-                module = build_fusion(fusion, k, num_classes, [features[i].shape[1] for i in pick]).eval()
-                with torch.no_grad():
-                    fused = module(logits[pick], [features[i] for i in pick])
-                accuracy = (fused.argmax(1) == targets).float().mean().item()
-                rows.append({"members": [str(member_dirs[i]) for i in pick], "fusion": fusion, "flip": flip,
-                             "accuracy": round(accuracy, 4), "macs": sum(macs[i] for i in pick), "n": len(targets),
-                             "split": split, "validation": validation})
+            for flipped in flips:
+                logits, features = outputs[flipped]
+                for fusion in fusions[:1] if k == 1 else fusions:  # one member: every averaging fusion is the member
+                    module = build_fusion(fusion, k, num_classes, [features[i].shape[1] for i in pick]).eval()
+                    with torch.no_grad():
+                        fused = module(logits[pick], [features[i] for i in pick])
+                    accuracy = (fused.argmax(1) == targets).float().mean().item()
+                    rows.append({"members": [str(member_dirs[i]) for i in pick], "fusion": fusion, "flip": flipped,
+                                 "accuracy": round(accuracy, 4),
+                                 "macs": sum(macs[i] for i in pick) * (2 if flipped else 1), "n": len(targets),
+                                 "split": split, "validation": validation})
+    best = pick_best(rows, max_macs, fusions)
+    if best is None:
+        cheapest = min(macs) * (2 if flips == [True] else 1)
+        raise errors.ConfigError(f"--max-macs {max_macs:,.0f}: no subset of the members is that cheap (the cheapest "
+                                 f"member takes {cheapest:,} MACs per face{' with --flip' if flips == [True] else ''}); "
+                                 "raise it")
+    if report is not None:
+        report["best_any_cost"] = pick_best(rows, None, fusions)
+    return rows, best
+
+
+def pick_best(rows: list[dict], max_macs: float | None = None,
+              fusions: tuple[str, ...] | list[str] = SEARCH_FUSIONS) -> dict | None:
+    """The rule that picks from :func:`search_ensemble`'s rows, fixed before any search: the highest accuracy among
+    the rows of at most ``max_macs`` MACs (all when None), then the fewest members, then the cheaper (no flip),
+    then the first of ``fusions``; None when no row is that cheap."""
     order = {f: i for i, f in enumerate(fusions)}
     allowed = [r for r in rows if max_macs is None or r["macs"] <= max_macs]
     if not allowed:
-        cheapest = min(macs)
-        raise errors.ConfigError(f"--max-macs {max_macs:,.0f}: no subset of the members is that cheap (the cheapest "
-                                 f"member takes {cheapest:,} MACs per face{' with --flip' if flip else ''}); raise it")
-    best = min(allowed, key=lambda r: (-r["accuracy"], len(r["members"]), order[r["fusion"]]))
-    return rows, best
+        return None
+    return min(allowed, key=lambda r: (-r["accuracy"], len(r["members"]), r["macs"], order.get(r["fusion"], len(order))))
 
 
 def error_overlap(wrong_a, wrong_b) -> dict:

@@ -10,8 +10,11 @@ from ..train import device_for
 
 
 @torch.no_grad()
-def member_outputs(model: EmoXNet, data, progress: bool, batch_size: int = 256):
-    """Every member's logits ``(M, N, C)`` and features over ``data`` in one pass, and the targets (on the CPU)."""
+def member_outputs(model: EmoXNet, data, progress: bool, batch_size: int = 256, *, mirror: bool = False):
+    """Every member's logits ``(M, N, C)`` and features over ``data`` in one pass, and the targets (on the CPU).
+
+    ``mirror=True`` feeds every image mirrored (``x.flip(-1)``): with the model's own ``flip`` off, the mean of
+    both passes is what ``flip=True`` gives, so a search can score each candidate with and without it."""
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
@@ -20,7 +23,8 @@ def member_outputs(model: EmoXNet, data, progress: bool, batch_size: int = 256):
     logits, features, targets = [], [], []
     try:
         for x, y in tqdm(DataLoader(data, batch_size=batch_size), desc="members", disable=not progress, leave=False):
-            z, f = model.forward_members(x.to(device))
+            x = x.to(device)
+            z, f = model.forward_members(x.flip(-1) if mirror else x)
             logits.append(z.float().cpu())
             features.append([t.float().cpu() for t in f])
             targets.append(y)

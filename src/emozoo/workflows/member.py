@@ -1,6 +1,7 @@
 """Training one model (an ensemble member or any architecture), from random weights or from others' (``--init``)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -18,12 +19,13 @@ from .splits import default_val_split, open_split, open_val, train_indices, vali
 
 def train_model(name: str | None, model_args: dict, data_spec: str, split: str, val_split: str | None, recipe: Recipe,
                 out_dir: str | Path, *, resume: bool = False, log: Log | None = None, command: str = "",
-                progress: bool = True, init: str | None = None, grow: bool = False) -> dict:
+                progress: bool = True, init: str | Sequence[str] | None = None, grow: bool = False) -> dict:
     """Train one model (an ensemble member or any architecture) and save it to ``out_dir``.
 
     ``init`` (a model folder or name) starts from those weights instead of random ones, e.g. to
     continue a finished run with a new learning-rate cycle; its architecture and arguments must match,
-    or with ``grow`` it may be a narrower model of the architecture (see :func:`init_from`). Without
+    or with ``grow`` it may be a narrower model of the architecture (see :func:`init_from`). A list of
+    several starts a model with branches from one model per branch (:func:`init_branches_from`). Without
     ``name`` the model is ``init`` itself. Data with other classes than ``init``'s fine-tunes it: every
     weight but the classifier head(s) is kept (see :func:`emozoo.create`). A second run on ``out_dir`` while
     this one holds it is refused (:func:`emozoo.train.lock_output`).
@@ -38,13 +40,20 @@ def _train_model(name, model_args, data_spec, split, val_split, recipe, out_dir,
     log = log or (lambda e: None)
     if not name and not init:
         raise errors.ConfigError("name the model to train (emozoo train resnet18 ...) or give --init WEIGHTS")
+    inits = [init] if isinstance(init, str) else list(init or [])
+    if len(inits) > 1 and (grow or not name):
+        raise errors.ConfigError("several --init start the branches of the MODEL being built (emozoo train esr "
+                                 "--init A --init B ...): name the MODEL, and give them without --grow")
+    init = inits[0] if len(inits) == 1 else None
     check_model_name(name or init)  # before reading any data
     val_split = default_val_split(split, val_split, recipe.holdout)
     probe = open_split(data_spec, split, soft=recipe.target == "soft")
     torch.manual_seed(recipe.seed)
     if name:
         model = create(name, label_names=probe.label_names, **model_args)
-        if init:
+        if len(inits) > 1:
+            init_branches_from(model, inits)
+        elif init:
             init_from(model, init, grow)
     else:
         if model_args or grow:
@@ -64,6 +73,16 @@ def _train_model(name, model_args, data_spec, split, val_split, recipe, out_dir,
 def train_transform_for(input_spec, recipe: Recipe):
     """Per-image augmentation in the loader, or none when the recipe augments whole batches on the device."""
     return eval_transform(input_spec) if recipe.batch_augment else train_transform(input_spec, recipe.augment)
+
+
+def init_branches_from(model: nn.Module, specs: Sequence[str]) -> None:
+    """Start each branch of ``model`` (a network with ``init_branches``, e.g. ``esr``) from one of the models
+    ``specs`` (folders or names), in order; see :meth:`emozoo.builtins.backbones.ESR.init_branches`."""
+    if not hasattr(model, "init_branches"):
+        raise errors.ConfigError(f"several --init start one branch each, and {model.config.architecture} has no "
+                                 "branches (esr has); give one --init")
+    model.init_branches([create(spec, pretrained=True, label_names=model.config.label_names).state_dict()
+                         for spec in specs])
 
 
 def init_from(model: nn.Module, spec: str, grow: bool = False) -> None:

@@ -2,6 +2,7 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -371,6 +372,23 @@ def test_a_saved_folder_loads_from_a_path_string_or_pathlib(tmp_path):
         assert torch.equal(emozoo.create(spec, pretrained=True).eval()(x), model(x))
     with pytest.raises(emozoo.ConfigError, match="not found"):
         emozoo.create(tmp_path / "missing", pretrained=True)
+
+
+def test_a_bare_model_name_is_the_model_unless_a_folder_of_that_name_holds_a_saved_model(tmp_path, monkeypatch):
+    from emozoo._builder import as_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "esr").mkdir()  # e.g. a scratch folder of experiments
+    (tmp_path / "notes").mkdir()
+    assert as_folder("esr") is None and type(emozoo.create("esr", branches=1, width=0.25)).__name__ == "ESR"
+    assert as_folder("notes") == Path("notes")  # not a model's name: a folder, reported as one
+    with pytest.raises(emozoo.ConfigError, match="config.json: not found"):
+        emozoo.create("notes", pretrained=True)
+    assert as_folder("local-dir:esr") == Path("esr")
+    model = emozoo.create("resnet10", width=0.25)
+    emozoo.save_pretrained(model, tmp_path / "resnet10")  # a saved model takes the name over
+    assert as_folder("resnet10") == Path("resnet10")
+    assert emozoo.create("resnet10", pretrained=True).config.model_args == {"width": 0.25}
 
 
 def test_members_at_their_own_input_size_see_the_input_resized(tmp_path):

@@ -54,7 +54,9 @@ def as_folder(spec: str | os.PathLike) -> Path | None:
 
     A ``pathlib.Path``, ``local-dir:PATH``, a name with a path separator (other than ``timm/<name>``),
     one starting with ``.`` or ``~``, or an existing folder is a folder, even when it does not exist, so
-    that a mistyped path is reported as a missing folder rather than as an unknown model.
+    that a mistyped path is reported as a missing folder rather than as an unknown model. A bare model
+    name (``esr``, ``emoxnet.ferplus``) stays the model when a folder of that name in the working directory
+    holds no ``config.json``: only a saved model takes a model's name over (``local-dir:esr`` forces it).
     """
     if isinstance(spec, os.PathLike):
         return Path(spec).expanduser()
@@ -62,9 +64,17 @@ def as_folder(spec: str | os.PathLike) -> Path | None:
         return Path(spec[len(LOCAL_PREFIX):]).expanduser()
     if ":" in spec or spec.startswith(TIMM_PREFIX):
         return None
-    if "/" in spec or "\\" in spec or spec.startswith((".", "~")) or Path(spec).is_dir():
+    if "/" in spec or "\\" in spec or spec.startswith((".", "~")):
         return Path(spec).expanduser()
+    if Path(spec).is_dir():
+        return Path(spec) if (Path(spec) / CONFIG_NAME).is_file() or not _names_a_model(spec) else None
     return None
+
+
+def _names_a_model(name: str) -> bool:
+    """Whether ``name`` is a registered architecture or published weights (``arch`` or ``arch.tag``)."""
+    load_plugins()
+    return name in ARCHITECTURES or name in published()
 
 
 def check_model_name(name: str | os.PathLike) -> None:

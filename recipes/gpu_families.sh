@@ -47,7 +47,7 @@ say "ensembles of ${#MEMBERS[@]} members; $(left)s left"
 timeout "$(budget 150)" $EMOZOO ensemble "${MEMBERS[@]}" --search --search-flip --max-macs "$MAX_MACS" \
     --out "$OUT/emoxnet_cheap" --json > "$OUT/emoxnet_cheap.jsonl" 2> "$OUT/emoxnet_cheap.err"
 say "search rc=$?"
-ANY=$(python3 - "$OUT/emoxnet_cheap.jsonl" <<'PY'
+mapfile -t ANY < <(python3 - "$OUT/emoxnet_cheap.jsonl" <<'PY'
 import json, sys
 try:
     search = json.load(open(sys.argv[1]))["search"]
@@ -58,12 +58,11 @@ for name, row in (("within the budget", best), ("at any cost", top)):
     print(f"{name}: {row['members']} {row['fusion']} flip={row['flip']} validation {row['accuracy']} MACs {row['macs']}",
           file=sys.stderr)
 if top["accuracy"] > best["accuracy"] + 0.005:  # more than 0.5 points better: both ship, the costlier teaches
-    print(" ".join([*top["members"], "--fusion", top["fusion"], *(["--flip"] if top["flip"] else [])]))
+    print("\n".join([*top["members"], "--fusion", top["fusion"], *(["--flip"] if top["flip"] else [])]))
 PY
 )
-if [ -n "$ANY" ]; then
-    # shellcheck disable=SC2086  # ANY is the member folders and options, split on purpose
-    timeout "$(budget 120)" $EMOZOO ensemble $ANY --out "$OUT/emoxnet_any" --json > "$OUT/emoxnet_any.jsonl" \
+if [ "${#ANY[@]}" -gt 0 ]; then  # the best at any cost: its member folders and options, one per line
+    timeout "$(budget 120)" $EMOZOO ensemble "${ANY[@]}" --out "$OUT/emoxnet_any" --json > "$OUT/emoxnet_any.jsonl" \
         2> "$OUT/emoxnet_any.err"
     say "emoxnet_any rc=$?"
 fi

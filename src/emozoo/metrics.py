@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ._plot import pyplot
+
 
 def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, label_names: Sequence[str],
                            ece_bins: int = 15, votes: torch.Tensor | None = None) -> dict:
@@ -85,15 +87,7 @@ def calibration_metrics(probs: torch.Tensor, targets: torch.Tensor, ece_bins: in
 
 def plot_confusion(confusion: Sequence[Sequence[int]], label_names: Sequence[str], path: str, title: str = "") -> None:
     """Save a row-normalised confusion matrix as a PNG (needs matplotlib: ``pip install emozoo[plot]``)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from .errors import EmozooError
-
-        raise EmozooError("plots need matplotlib: pip install 'emozoo[plot]'") from None
+    plt = pyplot()
     cm = torch.tensor(confusion, dtype=torch.float64)
     norm = (cm / cm.sum(1, keepdim=True).clamp(min=1)).numpy()
     cm = cm.numpy()
@@ -117,15 +111,7 @@ def plot_reliability(curves: dict[str, Sequence[dict]], path: str, title: str = 
     """Save a reliability diagram as a PNG: for each named :func:`reliability` table (e.g. ``{"before (T=1)":
     ..., "after (T=1.6)": ...}``) a panel of per-bin accuracy against confidence, the gap to the bin's mean
     confidence hatched and the bin's face count at its foot; needs matplotlib (``pip install emozoo[plot]``)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from .errors import EmozooError
-
-        raise EmozooError("plots need matplotlib: pip install 'emozoo[plot]'") from None
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 4.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], curves.items()):
         ece = expected_calibration_error(rows)

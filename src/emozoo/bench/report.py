@@ -5,6 +5,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._plot import pyplot
 from ..errors import EmozooError
 from .result import BenchResult
 
@@ -70,13 +71,8 @@ def pareto_points(rows: Sequence[BenchResult]) -> list[dict]:
 
 def plot_pareto(points: Sequence[dict], path: str | Path, title: str = "") -> Path:
     """Accuracy against latency (log scale) for :func:`pareto_points`, the Pareto front drawn as a line."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EmozooError("plots need matplotlib: pip install 'emozoo[plot]'") from None
+    plt = pyplot()
+    import matplotlib.ticker
     if not points:
         raise EmozooError("no benchmarked model has a validation accuracy in its config.json; bench trained "
                           "models (arch.tag, a folder or local-dir:PATH) to plot accuracy against latency")

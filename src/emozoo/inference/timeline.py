@@ -6,6 +6,7 @@ from array import array
 from collections import Counter
 from pathlib import Path
 
+from .._plot import pyplot
 from ..errors import EmozooError
 from .results import Prediction
 
@@ -57,13 +58,7 @@ class Timeline:
 
     def plot(self, path: str | Path) -> Path:
         """Draw each track's label scores over time, one panel per track, into an image file (needs matplotlib)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise EmozooError("--plot needs matplotlib: pip install 'emozoo[plot]'") from None
+        plt = pyplot()
         import numpy as np
 
         items = list(self.tracks.items())

@@ -594,14 +594,18 @@ def test_ensemble_search_flip_tries_each_subset_with_and_without_the_mirror(memb
     # a budget the flipped pair exceeds: the pick is within it, the best at any cost reported beside it
     budget = plain[pair, "mean_prob"]["macs"]
     text = cli("ensemble", member, other, "--search", "--search-flip", "--max-macs", budget, "--data", fer_csv,
-               "--out", tmp_path / "b")
+               "--out", tmp_path / "b", "--plot", tmp_path / "search.png")
     assert text.exit_code == 0, text.output
     assert "fusion       flip members" in text.output and "\n* " in text.output
+    assert f"search plot: {tmp_path / 'search.png'}" in text.output
+    assert (tmp_path / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capped = json.loads(cli("ensemble", member, other, "--search", "--search-flip", "--max-macs", budget, "--data",
                             fer_csv, "--out", tmp_path / "j", "--json").stdout)["search"]
     assert capped["best"]["macs"] <= budget and capped["best_any_cost"]["accuracy"] == doc["best"]["accuracy"]
     if capped["best_any_cost"] != capped["best"]:
         assert "+ the best at any cost" in text.output and "\n+ " in text.output
+    unplotted = cli("ensemble", member, other, "--plot", tmp_path / "p.png", "--data", fer_csv, "--out", tmp_path / "x")
+    assert unplotted.exit_code == 1 and "--plot draws the candidates of --search" in unplotted.output
     for args, message in (((), "give it with --search"), (("--search", "--flip"), "give it without --flip")):
         bad = cli("ensemble", member, other, "--search-flip", *args, "--data", fer_csv, "--out", tmp_path / "x")
         assert bad.exit_code == 1 and message in bad.output and len(bad.output.strip().splitlines()) == 1

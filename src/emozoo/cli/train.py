@@ -263,9 +263,11 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
               help="With --search: pick the best subset among those of at most M multiply-accumulates per face at "
                    "batch 1 (flip included), e.g. 1.5e9; the table lists every subset's MACs and the best at any "
                    "cost is reported beside the pick.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="With --search: draw every candidate's validation accuracy against its MACs into this PNG.")
 @click.option("--json", "as_json", is_flag=True)
 def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, flip, search,
-                 search_fusions, search_flip, max_macs, as_json):
+                 search_fusions, search_flip, max_macs, plot, as_json):
     """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
 
     A learned fusion is fitted on the part of --fit-split that the members held back (their recipe's
@@ -283,6 +285,12 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
         raise ConfigError("--search-flip is a choice --search makes: give it with --search, or give --flip alone")
     if search_flip and flip:
         raise ConfigError("--search-flip tries every subset with and without flip: give it without --flip")
+    if plot and not search:
+        raise ConfigError("--plot draws the candidates of --search: give it with --search")
+    if plot:
+        from .._plot import pyplot
+
+        pyplot()  # no matplotlib: say so before the search runs
     if search:
         if fusion or fusion_args:
             raise ConfigError("--search picks the fusion from --search-fusions; give --fusion without --search")
@@ -293,6 +301,11 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
         if not as_json:
             click.echo(format_members(report))
             click.echo(format_search(rows, best, max_macs, report["best_any_cost"]))
+        if plot:
+            from ..workflows.ensemble import plot_search
+
+            plot_search(rows, best, plot, max_macs=max_macs, best_any_cost=report["best_any_cost"])
+            click.echo(f"search plot: {plot}", err=as_json)
         members, fusion, flip = best["members"], best["fusion"], best["flip"]
     result = build_ensemble(list(members), fusion or "mean_prob", parse_kv(fusion_args), out_dir, data_spec,
                             fit_split, val_split, fit_epochs, flip=flip, log=make_logger(False),

@@ -257,6 +257,54 @@ def pick_best(rows: list[dict], max_macs: float | None = None,
     return min(allowed, key=lambda r: (-r["accuracy"], len(r["members"]), r["macs"], order.get(r["fusion"], len(order))))
 
 
+def plot_search(rows: list[dict], best: dict, path: str | Path, *, max_macs: float | None = None,
+                best_any_cost: dict | None = None) -> Path:
+    """Draw :func:`search_ensemble`'s rows: each candidate's validation accuracy against its MACs per face (log
+    scale; circles without flip, triangles with it), the best accuracy at each cost as a step line, ``max_macs`` as a
+    dashed line, the pick and the best at any cost labelled. Needs matplotlib (``pip install 'emozoo[plot]'``)."""
+    from .._plot import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for flipped, marker in ((False, "o"), (True, "^")):
+        these = [r for r in rows if r["flip"] == flipped]
+        if these:
+            ax.scatter([r["macs"] / 1e6 for r in these], [100 * r["accuracy"] for r in these], s=14, marker=marker,
+                       color="0.6", alpha=0.7, label=f"candidates, flip {'on' if flipped else 'off'}")
+    front, top = [], -1.0
+    for r in sorted(rows, key=lambda r: (r["macs"], -r["accuracy"])):
+        if r["accuracy"] > top:
+            front.append(r)
+            top = r["accuracy"]
+    ax.step([r["macs"] / 1e6 for r in front], [100 * r["accuracy"] for r in front], where="post", color="tab:blue",
+            alpha=0.6, label="best at each cost")
+    if max_macs:
+        ax.axvline(max_macs / 1e6, color="tab:red", linestyle="--", alpha=0.6, label=f"budget {max_macs / 1e6:,.0f} M")
+    marks = [(best, "*", "tab:red", "pick")]
+    if best_any_cost is not None and best_any_cost is not best:
+        marks.append((best_any_cost, "P", "tab:blue", "best at any cost"))
+    for r, marker, color, what in marks:
+        ax.scatter(r["macs"] / 1e6, 100 * r["accuracy"], s=140, marker=marker, color=color, zorder=5)
+        names = "\n".join(r["members"]) if len(r["members"]) <= 3 else f"{len(r['members'])} members"
+        ax.annotate(f"{what}: {100 * r['accuracy']:.2f} %, {r['macs'] / 1e6:,.0f} M\n{names}",
+                    (r["macs"] / 1e6, 100 * r["accuracy"]), xytext=(-10, -8), textcoords="offset points", fontsize=7,
+                    ha="right", va="top", zorder=4, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8, "lw": 0})
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.margins(x=0.05, y=0.08)
+    ax.set_xlabel("M MACs per face at batch 1 (log scale; flip doubles them)")
+    ax.set_ylabel(f"accuracy (%), {best['split']}")
+    ax.set_title("Ensemble search on the validation split")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def error_overlap(wrong_a, wrong_b) -> dict:
     """How much two members' errors coincide, from boolean ``wrong`` vectors over the same faces: ``both_wrong``
     (the share of faces both get wrong: the double fault) and ``overlap`` (of the faces either gets wrong, the share

@@ -45,7 +45,7 @@ say "ensembles of ${#MEMBERS[@]} members; $(left)s left"
 # outputs computed once): emoxnet_cheap is its pick within MAX_MACS; the best at any cost is built as emoxnet_any
 # only when it scores more than 0.5 points above, and then it is the teacher
 timeout "$(budget 150)" $EMOZOO ensemble "${MEMBERS[@]}" --search --search-flip --max-macs "$MAX_MACS" \
-    --out "$OUT/emoxnet_cheap" --json > "$OUT/emoxnet_cheap.jsonl" 2> "$OUT/emoxnet_cheap.err"
+    --plot "$OUT/search.png" --out "$OUT/emoxnet_cheap" --json > "$OUT/emoxnet_cheap.jsonl" 2> "$OUT/emoxnet_cheap.err"
 say "search rc=$?"
 mapfile -t ANY < <(python3 - "$OUT/emoxnet_cheap.jsonl" <<'PY'
 import json, sys
@@ -90,7 +90,7 @@ import emozoo
 out, dest, runs = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 pack = out / "pack"
 pack.mkdir(exist_ok=True)
-for log in [*out.glob("*.jsonl"), *out.glob("*/train_log.jsonl"), *out.glob("*/config.json")]:
+for log in [*out.glob("*.jsonl"), *out.glob("*.png"), *out.glob("*/train_log.jsonl"), *out.glob("*/config.json")]:
     target = pack / "logs" / log.relative_to(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(log.read_bytes())

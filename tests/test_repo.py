@@ -135,3 +135,4 @@ def test_gpu_families_script_runs_end_to_end_on_a_few_faces(tmp_path):
     with tarfile.open(tmp_path / "all.tar.xz") as tar:
         names = tar.getnames()
     assert "./emoxnetlite/model.safetensors" in names and "./logs/emoxnet_cheap/config.json" in names
+    assert "./logs/search.png" in names  # the search's candidates, drawn

@@ -14,7 +14,8 @@ PACKAGE = ROOT / "src" / "emozoo"
 #: bottom to top; a module may import its own layer and the ones below. A module is placed by its
 #: longest matching prefix.
 LAYERS = [
-    ("errors and hook specs", ["emozoo.errors", "emozoo.hookspecs", "emozoo._version"]),
+    ("errors, hook specs and the matplotlib loader", ["emozoo.errors", "emozoo.hookspecs", "emozoo._version",
+                                                     "emozoo._plot"]),
     ("registries", ["emozoo._registry"]),
     ("config and safetensors I/O", ["emozoo._config", "emozoo._weights", "emozoo._checkpoint", "emozoo._profile",
                                     "emozoo.metrics", "emozoo.calibration", "emozoo.data.labels"]),

@@ -606,6 +606,10 @@ def test_ensemble_search_flip_tries_each_subset_with_and_without_the_mirror(memb
         assert "+ the best at any cost" in text.output and "\n+ " in text.output
     unplotted = cli("ensemble", member, other, "--plot", tmp_path / "p.png", "--data", fer_csv, "--out", tmp_path / "x")
     assert unplotted.exit_code == 1 and "--plot draws the candidates of --search" in unplotted.output
+    nowhere = cli("ensemble", member, other, "--search", "--plot", tmp_path / "no" / "p.png", "--data", fer_csv,
+                  "--out", tmp_path / "x")  # refused before the search, in one line
+    assert nowhere.exit_code == 1 and "does not exist; create it" in nowhere.output
+    assert len(nowhere.output.strip().splitlines()) == 1
     for args, message in (((), "give it with --search"), (("--search", "--flip"), "give it without --flip")):
         bad = cli("ensemble", member, other, "--search-flip", *args, "--data", fer_csv, "--out", tmp_path / "x")
         assert bad.exit_code == 1 and message in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -1,6 +1,7 @@
 """Matplotlib for the ``--plot`` options, drawn off-screen (Agg), or a clear error naming the extra to install."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .errors import EmozooError
@@ -16,3 +17,11 @@ def pyplot() -> Any:
     except ImportError:
         raise EmozooError("plots need matplotlib: pip install 'emozoo[plot]'") from None
     return plt
+
+
+def check_plot(path: str | Path) -> None:
+    """Before any work: a one-line :class:`emozoo.EmozooError` when ``--plot`` cannot be drawn (no matplotlib, or no
+    folder for the file), so that a long run does not end in a traceback."""
+    pyplot()
+    if not Path(path).parent.is_dir():
+        raise EmozooError(f"--plot {path}: the folder {Path(path).parent} does not exist; create it or write elsewhere")

@@ -87,9 +87,10 @@ def predict_cmd(ctx, paths, model, detector, batch_size, as_json, csv_path, json
     from tqdm import tqdm
 
     from .._builder import create
+    from .._plot import check_plot
     from ..inference import CAMERA_PREFIX, Predictor, resolve_device
     from ..inference.engine import check_min_confidence
-    from ..inference.timeline import Timeline, check_plot
+    from ..inference.timeline import Timeline
 
     if camera is not None and paths:
         raise click.UsageError("give PATH... or --camera INDEX, not both")

@@ -288,9 +288,9 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
     if plot and not search:
         raise ConfigError("--plot draws the candidates of --search: give it with --search")
     if plot:
-        from .._plot import pyplot
+        from .._plot import check_plot
 
-        pyplot()  # no matplotlib: say so before the search runs
+        check_plot(plot)  # before the search: no matplotlib, or no folder for the file
     if search:
         if fusion or fusion_args:
             raise ConfigError("--search picks the fusion from --search-fusions; give --fusion without --search")
@@ -301,15 +301,15 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
         if not as_json:
             click.echo(format_members(report))
             click.echo(format_search(rows, best, max_macs, report["best_any_cost"]))
-        if plot:
-            from ..workflows.ensemble import plot_search
-
-            plot_search(rows, best, plot, max_macs=max_macs, best_any_cost=report["best_any_cost"])
-            click.echo(f"search plot: {plot}", err=as_json)
         members, fusion, flip = best["members"], best["fusion"], best["flip"]
     result = build_ensemble(list(members), fusion or "mean_prob", parse_kv(fusion_args), out_dir, data_spec,
                             fit_split, val_split, fit_epochs, flip=flip, log=make_logger(False),
                             command=command_line())
+    if plot:  # after the ensemble is saved, so nothing the search chose is lost to a plot
+        from ..workflows.ensemble import plot_search
+
+        plot_search(rows, best, plot, max_macs=max_macs, best_any_cost=report["best_any_cost"])
+        click.echo(f"search plot: {plot}", err=as_json)
     if search:
         result["search"] = {"split": best["split"], "validation": best["validation"], "max_macs": max_macs, "best": best,
                             "rows": rows, **report}

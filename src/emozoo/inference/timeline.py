@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 from .._plot import pyplot
-from ..errors import EmozooError
 from .results import Prediction
 
 
@@ -80,14 +79,3 @@ class Timeline:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
-
-
-def check_plot(path: str | Path) -> None:
-    """Before any work: a one-line :class:`emozoo.EmozooError` when ``--plot`` cannot be drawn (no matplotlib, or no
-    folder for the file)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise EmozooError("--plot needs matplotlib: pip install 'emozoo[plot]'") from None
-    if not Path(path).parent.is_dir():
-        raise EmozooError(f"--plot {path}: the folder {Path(path).parent} does not exist; create it or write elsewhere")

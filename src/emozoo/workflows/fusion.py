@@ -22,7 +22,8 @@ def member_outputs(model: EmoXNet, data, progress: bool, batch_size: int = 256, 
     model.eval().to(device)  # on the GPU when there is one; the outputs come back to the CPU
     logits, features, targets = [], [], []
     try:
-        for x, y in tqdm(DataLoader(data, batch_size=batch_size), desc="members", disable=not progress, leave=False):
+        for x, y in tqdm(DataLoader(data, batch_size=batch_size), desc="members, mirrored" if mirror else "members",
+                         disable=not progress, leave=False):
             x = x.to(device)
             z, f = model.forward_members(x.flip(-1) if mirror else x)
             logits.append(z.float().cpu())

@@ -25,3 +25,13 @@ def check_plot(path: str | Path) -> None:
     pyplot()
     if not Path(path).parent.is_dir():
         raise EmozooError(f"--plot {path}: the folder {Path(path).parent} does not exist; create it or write elsewhere")
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (its folder created if needed) and close it; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path

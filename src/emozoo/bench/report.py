@@ -5,7 +5,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._plot import pyplot
+from .._plot import pyplot, save_figure
 from ..errors import EmozooError
 from .result import BenchResult
 
@@ -98,12 +98,7 @@ def plot_pareto(points: Sequence[dict], path: str | Path, title: str = "") -> Pa
     ax.set_title(title or "Accuracy against latency")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_csv(rows: Sequence[BenchResult], path: str | Path) -> Path:

@@ -262,7 +262,7 @@ def plot_search(rows: list[dict], best: dict, path: str | Path, *, max_macs: flo
     """Draw :func:`search_ensemble`'s rows: each candidate's validation accuracy against its MACs per face (log
     scale; circles without flip, triangles with it), the best accuracy at each cost as a step line, ``max_macs`` as a
     dashed line, the pick and the best at any cost labelled. Needs matplotlib (``pip install 'emozoo[plot]'``)."""
-    from .._plot import pyplot
+    from .._plot import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -297,12 +297,7 @@ def plot_search(rows: list[dict], best: dict, path: str | Path, *, max_macs: flo
     ax.set_title("Ensemble search on the validation split")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def error_overlap(wrong_a, wrong_b) -> dict:

@@ -38,7 +38,7 @@ def test_info_text_and_json(run):
     assert data["label_names"][0] == "neutral" and data["input"]["size"] == [48, 48]
     assert "test-time flip" not in result.output
     assert "test-time flip: on" in run("info", "emoxnetlite.ferplus").output  # published with flip
-    assert "test-time flip" not in run("info", "emoxnet.ferplus").output  # the search chose it without
+    assert "test-time flip: on" in run("info", "emoxnet.ferplus").output  # the search chose it with
 
 
 def test_info_on_a_saved_folder(run, tmp_path):

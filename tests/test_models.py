@@ -341,8 +341,8 @@ def test_model_card_says_when_emoxnetlite_flips():
 
 @pytest.mark.parametrize("name,heads", [
     ("emoxnetlite.ferplus", {"head.fc"}),
-    pytest.param("emoxnet.ferplus", {"members.0.head.fc", "members.1.heads.0.fc", "members.1.heads.1.fc"},
-                 marks=pytest.mark.ensemble_weights),  # VGG13 and the two-branch ESR
+    pytest.param("emoxnet.ferplus", {"members.0.heads.0.fc", "members.0.heads.1.fc", "members.1.head.fc"},
+                 marks=pytest.mark.ensemble_weights),  # the two-branch ESR and the distilled ResNet-10
 ])
 def test_pretrained_with_other_classes_keeps_all_but_the_heads(name, heads, caplog):
     """timm's fine-tuning convention: create(..., pretrained=True, num_classes=N or label_names=...) loads every

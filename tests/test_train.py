@@ -616,6 +616,28 @@ def test_ensemble_search_flip_tries_each_subset_with_and_without_the_mirror(memb
     assert not (tmp_path / "x").exists()
 
 
+def test_ensemble_search_counts_a_distilled_student_member_without_its_own_flip(member, fer_csv, tmp_path):
+    from emozoo._profile import count_macs
+
+    student = tmp_path / "student"  # a narrow member: a distilled student, its flip on as the shipped student's is
+    result = cli("distill", "--teacher", member, "--student", "emoxnetlite", "--student-arg",
+                 'student={"backbone": "resnet10", "args": {"width": 0.25}}', "--student-arg", "flip=true",
+                 "--data", fer_csv, "--epochs", 1, "--holdout", 0.2, "--teacher-online", *FAST, "--out", student)
+    assert result.exit_code == 0, result.output
+    lite = emozoo.create(student, pretrained=True)
+    assert lite.config.architecture == "emoxnetlite" and lite.config.model_args["flip"] is True
+    network = count_macs(lite.model, (1, 48, 48))  # the student network inside its flip
+    assert count_macs(lite, (1, 48, 48)) == 2 * network  # the student alone runs its mirror too
+    doc = json.loads(cli("ensemble", member, student, "--search", "--search-flip", "--data", fer_csv,
+                         "--out", tmp_path / "s", "--json").stdout)["search"]
+    alone = {r["flip"]: r for r in doc["rows"] if r["members"] == [str(student)]}
+    # in the ensemble it runs as its network: once without the ensemble's flip, twice with it
+    assert alone[False]["macs"] == network and alone[True]["macs"] == 2 * network
+    assert doc["members"][1] == {"member": str(student), "accuracy": alone[True]["accuracy"], "macs": 2 * network}
+    built = emozoo.create(tmp_path / "s", pretrained=True)
+    assert count_macs(built, (1, 48, 48)) == doc["best"]["macs"]  # what the search says is what the saved model costs
+
+
 def test_pick_best_takes_the_best_within_the_budget_then_fewer_members_then_fewer_macs():
     from emozoo.workflows import pick_best
 
@@ -628,6 +650,26 @@ def test_pick_best_takes_the_best_within_the_budget_then_fewer_members_then_fewe
     assert pick_best(rows, fusions=["mean_logit", "mean_prob"]) is rows[4]
     assert pick_best(rows, max_macs=25) is rows[0]  # a tie: one member, then no flip (fewer MACs)
     assert pick_best(rows, max_macs=5) is None
+
+
+def test_plot_search_names_the_pick_and_the_best_at_any_cost_in_a_legend_beside_the_axes(monkeypatch, tmp_path):
+    import emozoo._plot
+    from emozoo.workflows.ensemble import plot_search
+
+    drawn = []
+    monkeypatch.setattr(emozoo._plot, "save_figure", lambda fig, path, dpi=120: drawn.append(fig) or path)
+    rows = [{"members": ["a"], "fusion": "mean_prob", "flip": False, "accuracy": 0.84, "macs": 4e8, "split": "v"},
+            {"members": ["a", "b"], "fusion": "mean_prob", "flip": True, "accuracy": 0.862, "macs": 1.0e9, "split": "v"},
+            {"members": ["a", "b", "c"], "fusion": "mean_prob", "flip": True, "accuracy": 0.865, "macs": 2e9, "split": "v"}]
+    plot_search(rows, rows[1], tmp_path / "s.png", max_macs=1.5e9, best_any_cost=rows[2])
+    [fig] = drawn
+    legend = fig.axes[0].get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "pick: 86.20 %, 1,000 M, flip on\na\nb" in texts
+    assert "best at any cost: 86.50 %, 2,000 M, flip on\na\nb\nc" in texts and "budget 1,500 M" in texts
+    assert not fig.axes[0].texts  # no labels on the axes themselves, where two close marks would hide each other
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= fig.axes[0].get_window_extent().x1  # beside the axes, over no candidate
 
 
 def test_error_overlap_counts_shared_errors():

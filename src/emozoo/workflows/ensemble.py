@@ -30,7 +30,9 @@ def assemble_ensemble(members: list[nn.Module], fusion: str = "mean_logit", fusi
 
     The members must share labels and input spec but for the size: the ensemble takes the smallest
     input size of its members, and a member trained at a larger one (on upsampled faces) sees the input
-    resized to it. ``names`` (e.g. their folders) label them in the error.
+    resized to it. A member that is itself a distilled student (``emoxnetlite``) joins as its network: its own
+    test-time flip is dropped, and the ensemble's ``flip`` applies to every member alike. ``names`` (e.g. their
+    folders) label them in the error.
     """
     names = names or [f"member {i}" for i in range(len(members))]
     first = members[0].config
@@ -211,7 +213,9 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
         outputs[True] = ((plain + mirrored) / 2, [(a + b) / 2 for a, b in zip(plain_features, mirrored_features)])
     split = f"{fit_split} holdout ({holdout:g})"
     validation = validation_record(data_spec, fit_split, holdout, len(targets))
-    macs = [count_macs(m.float(), m.config.input.shape) for m in members]
+    # each member as the ensemble runs it: a distilled student's own test-time flip is not part of it (the
+    # ensemble's flip is), so its MACs are its network's, not the doubled count of the model it came from
+    macs = [count_macs(slot.float(), m.config.input.shape) for slot, m in zip(model.members, members)]
     if report is not None:
         logits = outputs[flips[-1]][0]
         wrong = [(logits[i].argmax(1) != targets) for i in range(len(members))]
@@ -261,11 +265,12 @@ def plot_search(rows: list[dict], best: dict, path: str | Path, *, max_macs: flo
                 best_any_cost: dict | None = None) -> Path:
     """Draw :func:`search_ensemble`'s rows: each candidate's validation accuracy against its MACs per face (log
     scale; circles without flip, triangles with it), the best accuracy at each cost as a step line, ``max_macs`` as a
-    dashed line, the pick and the best at any cost labelled. Needs matplotlib (``pip install 'emozoo[plot]'``)."""
+    dashed line, the pick and the best at any cost marked and named in the legend beside the axes. Needs matplotlib
+    (``pip install 'emozoo[plot]'``)."""
     from .._plot import pyplot, save_figure
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for flipped, marker in ((False, "o"), (True, "^")):
         these = [r for r in rows if r["flip"] == flipped]
         if these:
@@ -283,12 +288,11 @@ def plot_search(rows: list[dict], best: dict, path: str | Path, *, max_macs: flo
     marks = [(best, "*", "tab:red", "pick")]
     if best_any_cost is not None and best_any_cost is not best:
         marks.append((best_any_cost, "P", "tab:blue", "best at any cost"))
-    for r, marker, color, what in marks:
-        ax.scatter(r["macs"] / 1e6, 100 * r["accuracy"], s=140, marker=marker, color=color, zorder=5)
+    for r, marker, color, what in marks:  # labelled in the legend: two marks close together never hide each other
         names = "\n".join(r["members"]) if len(r["members"]) <= 3 else f"{len(r['members'])} members"
-        ax.annotate(f"{what}: {100 * r['accuracy']:.2f} %, {r['macs'] / 1e6:,.0f} M\n{names}",
-                    (r["macs"] / 1e6, 100 * r["accuracy"]), xytext=(-10, -8), textcoords="offset points", fontsize=7,
-                    ha="right", va="top", zorder=4, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8, "lw": 0})
+        ax.scatter(r["macs"] / 1e6, 100 * r["accuracy"], s=140, marker=marker, color=color, zorder=5,
+                   label=f"{what}: {100 * r['accuracy']:.2f} %, {r['macs'] / 1e6:,.0f} M, "
+                         f"flip {'on' if r['flip'] else 'off'}\n{names}")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.margins(x=0.05, y=0.08)
@@ -296,7 +300,7 @@ def plot_search(rows: list[dict], best: dict, path: str | Path, *, max_macs: flo
     ax.set_ylabel(f"accuracy (%), {best['split']}")
     ax.set_title("Ensemble search on the validation split")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)  # beside the axes: hides no point
     return save_figure(fig, path)
 
 

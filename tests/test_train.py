@@ -595,15 +595,27 @@ def test_ensemble_search_flip_tries_each_subset_with_and_without_the_mirror(memb
     budget = plain[pair, "mean_prob"]["macs"]
     text = cli("ensemble", member, other, "--search", "--search-flip", "--max-macs", budget, "--data", fer_csv,
                "--out", tmp_path / "b", "--plot", tmp_path / "search.png")
-    assert text.exit_code == 0, text.output
-    assert "fusion       flip members" in text.output and "\n* " in text.output
-    assert f"search plot: {tmp_path / 'search.png'}" in text.output
-    assert (tmp_path / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capped = json.loads(cli("ensemble", member, other, "--search", "--search-flip", "--max-macs", budget, "--data",
                             fer_csv, "--out", tmp_path / "j", "--json").stdout)["search"]
+    assert text.exit_code == 0, text.output
+    assert "fusion       flip members" in text.output and "\n* " in text.output
+    # the pick against the best other subset or flip within the budget, on the same faces
+    runner_up, best = capped["runner_up"], capped["best"]
+    assert (runner_up["members"], runner_up["flip"]) != (best["members"], best["flip"])
+    assert runner_up["macs"] <= budget and runner_up["accuracy"] <= best["accuracy"] and 0 <= runner_up["p_value"] <= 1
+    assert runner_up["pick_only"] - runner_up["runner_up_only"] == round((best["accuracy"] - runner_up["accuracy"])
+                                                                         * runner_up["n"])
+    assert "* against the runner-up (" in text.output and "exact McNemar p = " in text.output
+    assert f"search plot: {tmp_path / 'search.png'}" in text.output
+    assert (tmp_path / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert capped["best"]["macs"] <= budget and capped["best_any_cost"]["accuracy"] == doc["best"]["accuracy"]
     if capped["best_any_cost"] != capped["best"]:
         assert "+ the best at any cost" in text.output and "\n+ " in text.output
+        test = capped["best_any_cost_test"]
+        assert test["any_cost_only"] - test["pick_only"] == round(
+            (capped["best_any_cost"]["accuracy"] - best["accuracy"]) * best["n"])
+    else:
+        assert capped["best_any_cost_test"] is None
     unplotted = cli("ensemble", member, other, "--plot", tmp_path / "p.png", "--data", fer_csv, "--out", tmp_path / "x")
     assert unplotted.exit_code == 1 and "--plot draws the candidates of --search" in unplotted.output
     nowhere = cli("ensemble", member, other, "--search", "--plot", tmp_path / "no" / "p.png", "--data", fer_csv,
@@ -670,6 +682,23 @@ def test_plot_search_names_the_pick_and_the_best_at_any_cost_in_a_legend_beside_
     assert not fig.axes[0].texts  # no labels on the axes themselves, where two close marks would hide each other
     box = legend.get_window_extent(fig.canvas.get_renderer())
     assert box.x0 >= fig.axes[0].get_window_extent().x1  # beside the axes, over no candidate
+
+
+def test_paired_test_is_the_exact_mcnemar_test_on_the_faces_two_candidates_disagree_on():
+    import torch
+
+    from emozoo.workflows.ensemble import paired_test
+
+    a = torch.tensor([True] * 90 + [False] * 10)
+    b = a.clone()
+    assert paired_test(a, b) == {"a_only": 0, "b_only": 0, "p_value": 1.0}  # the same faces: no evidence either way
+    b[:5] = False  # a alone right on 5 faces, b on 0: two-sided 2 * 0.5**5
+    assert paired_test(a, b) == {"a_only": 5, "b_only": 0, "p_value": 0.0625}
+    b[:20] = False
+    b[90:] = True  # 20 against 10: p = 0.0987 (scipy's binomtest; by hand: 2 * sum(C(30, k), k <= 10) / 2**30)
+    assert paired_test(a, b) == {"a_only": 20, "b_only": 10, "p_value": 0.0987}
+    b[:40] = False  # 40 against 10
+    assert paired_test(a, b)["p_value"] < 0.001
 
 
 def test_error_overlap_counts_shared_errors():

@@ -300,7 +300,8 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
                                      report=report)
         if not as_json:
             click.echo(format_members(report))
-            click.echo(format_search(rows, best, max_macs, report["best_any_cost"]))
+            click.echo(format_search(rows, best, max_macs, report["best_any_cost"], runner_up=report["runner_up"],
+                                     any_cost_test=report["best_any_cost_test"]))
         members, fusion, flip = best["members"], best["fusion"], best["flip"]
     result = build_ensemble(list(members), fusion or "mean_prob", parse_kv(fusion_args), out_dir, data_spec,
                             fit_split, val_split, fit_epochs, flip=flip, log=make_logger(False),
@@ -317,9 +318,12 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
         echo_json(result)
 
 
-def format_search(rows: list[dict], best: dict, max_macs: float | None = None, best_any_cost: dict | None = None) -> str:
+def format_search(rows: list[dict], best: dict, max_macs: float | None = None, best_any_cost: dict | None = None, *,
+                  runner_up: dict | None = None, any_cost_test: dict | None = None) -> str:
     """The ``--search`` table: accuracy on the holdout, MACs, fusion, flip and members of each candidate, the pick
-    marked *; with ``max_macs``, a last line on the best at any cost (+ in the table) and how far above the pick."""
+    marked *; with ``max_macs``, a line on the best at any cost (+ in the table) and how far above the pick; with
+    ``runner_up`` / ``any_cost_test`` (:func:`~emozoo.workflows.search_ensemble`'s report), whether the split can
+    tell the pick from them (exact McNemar test on the faces where they disagree)."""
     from ..workflows.splits import describe_validation
 
     ranked = sorted(rows, key=lambda r: (-r["accuracy"], len(r["members"]), r["macs"]))
@@ -332,8 +336,23 @@ def format_search(rows: list[dict], best: dict, max_macs: float | None = None, b
               for r in ranked]
     if max_macs and best_any_cost is not None and best_any_cost is not best:
         gain = (best_any_cost["accuracy"] - best["accuracy"]) * 100
-        lines.append(f"+ the best at any cost, {best_any_cost['macs'] / 1e6:,.0f} M MACs: {gain:+.2f} points over *")
+        lines.append(f"+ the best at any cost, {best_any_cost['macs'] / 1e6:,.0f} M MACs: {gain:+.2f} points over *"
+                     + (f" ({_paired(any_cost_test['any_cost_only'], any_cost_test['pick_only'], '+', any_cost_test['p_value'])})"
+                        if any_cost_test else ""))
+    if runner_up is not None:
+        gap = (best["accuracy"] - runner_up["accuracy"]) * 100
+        lines.append(f"* against the runner-up ({' '.join(runner_up['members'])}, flip "
+                     f"{'on' if runner_up['flip'] else 'off'}, {runner_up['accuracy']:.4f}): {gap:+.2f} points "
+                     f"({_paired(runner_up['pick_only'], runner_up['runner_up_only'], '*', runner_up['p_value'])})")
     return "\n".join(lines)
+
+
+def _paired(first_only: int, second_only: int, first: str, p_value: float) -> str:
+    """One comparison of two candidates on the same faces, in words."""
+    verdict = ("the validation split cannot tell them apart" if p_value >= 0.05
+               else "a difference the validation split can see")
+    return (f"{first} alone right on {first_only} faces, the other on {second_only}; exact McNemar p = {p_value:.2f}: "
+            f"{verdict}")
 
 
 def format_members(report: dict) -> str:

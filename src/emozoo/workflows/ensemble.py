@@ -169,7 +169,10 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     for every candidate, or ``"both"``: each candidate with and without it (the mirror doubles the MACs; its
     outputs come from one more pass over the mirrored faces). When ``report`` is a dict, it receives ``members``
     (each member's holdout accuracy and MACs, with flip when ``flip`` is True), ``diversity`` (:func:`error_overlap`
-    of every pair of members) and ``best_any_cost`` (the best row whatever its MACs). The holdout is the part of
+    of every pair of members), ``best_any_cost`` (the best row whatever its MACs), ``runner_up`` (the best row of
+    another subset or flip within ``max_macs``, with ``pick_only``, ``runner_up_only`` and ``p_value`` of
+    :func:`paired_test` against the pick; None when there is none) and ``best_any_cost_test`` (``any_cost_only``,
+    ``pick_only``, ``p_value``; None when the best at any cost is the pick). The holdout is the part of
     ``fit_split`` that every member kept aside (their recipes' equal ``holdout``), so no member trained on it and no
     test split is looked at (a test split as ``fit_split`` is refused). Fusions with parameters would be fitted on
     those same faces, so only fusions without them (e.g. mean_prob, mean_logit) are searched. Member outputs are
@@ -223,7 +226,7 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
                               "macs": c * (2 if flips[-1] else 1)} for d, w, c in zip(member_dirs, wrong, macs)]
         report["diversity"] = [{"members": [str(member_dirs[i]), str(member_dirs[j])], **error_overlap(wrong[i], wrong[j])}
                                for i, j in itertools.combinations(range(len(members)), 2)]
-    rows = []
+    rows, right = [], []  # right[i]: which faces rows[i] gets right, for the paired comparisons below
     for k in range(1, len(members) + 1):
         for subset in itertools.combinations(range(len(members)), k):
             pick = list(subset)
@@ -233,7 +236,8 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
                     module = build_fusion(fusion, k, num_classes, [features[i].shape[1] for i in pick]).eval()
                     with torch.no_grad():
                         fused = module(logits[pick], [features[i] for i in pick])
-                    accuracy = (fused.argmax(1) == targets).float().mean().item()
+                    right.append(fused.argmax(1) == targets)
+                    accuracy = right[-1].float().mean().item()
                     rows.append({"members": [str(member_dirs[i]) for i in pick], "fusion": fusion, "flip": flipped,
                                  "accuracy": round(accuracy, 4),
                                  "macs": sum(macs[i] for i in pick) * (2 if flipped else 1), "n": len(targets),
@@ -246,7 +250,33 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
                                  "raise it")
     if report is not None:
         report["best_any_cost"] = pick_best(rows, None, fusions)
+        index = {id(r): i for i, r in enumerate(rows)}
+        others = [r for r in rows if (r["members"], r["flip"]) != (best["members"], best["flip"])]
+        runner_up = pick_best(others, max_macs, fusions)  # the best other subset (or flip) within the budget
+        if runner_up is not None:
+            test = paired_test(right[index[id(best)]], right[index[id(runner_up)]])
+            runner_up = {**runner_up, "pick_only": test["a_only"], "runner_up_only": test["b_only"],
+                         "p_value": test["p_value"]}
+        report["runner_up"] = runner_up
+        any_cost, report["best_any_cost_test"] = report["best_any_cost"], None
+        if any_cost is not best:
+            test = paired_test(right[index[id(any_cost)]], right[index[id(best)]])
+            report["best_any_cost_test"] = {"any_cost_only": test["a_only"], "pick_only": test["b_only"],
+                                            "p_value": test["p_value"]}
     return rows, best
+
+
+def paired_test(right_a, right_b) -> dict:
+    """Whether two classifiers scored on the same faces differ by more than chance: ``a_only`` (faces only ``a``
+    gets right), ``b_only`` and ``p_value``, the exact two-sided McNemar test (a binomial test on the faces where
+    they disagree; ``scipy.stats.binomtest``). Accuracies a few faces apart on a small validation split are ties:
+    a large p-value says the split cannot tell the two apart."""
+    from scipy.stats import binomtest
+
+    a_only = int((right_a & ~right_b).sum())
+    b_only = int((right_b & ~right_a).sum())
+    p_value = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p_value": round(float(p_value), 4)}
 
 
 def pick_best(rows: list[dict], max_macs: float | None = None,

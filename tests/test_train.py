@@ -650,6 +650,25 @@ def test_ensemble_search_counts_a_distilled_student_member_without_its_own_flip(
     assert count_macs(built, (1, 48, 48)) == doc["best"]["macs"]  # what the search says is what the saved model costs
 
 
+def test_ensemble_members_are_folders_or_published_names_and_a_wrong_one_is_named_in_one_line(member, tmp_path):
+    # published weights join by name, as emozoo.create finds them; --val-split none: no data is read
+    result = cli("ensemble", "emoxnetlite.ferplus", "emoxnetlite.ferplus", "--val-split", "none",
+                 "--out", tmp_path / "named", "--json")
+    assert result.exit_code == 0, result.output
+    model = emozoo.create(tmp_path / "named", pretrained=True)
+    assert [m["backbone"] for m in model.config.model_args["members"]] == ["resnet10", "resnet10"]
+    assert model.config.recipe["members"] == ["emoxnetlite.ferplus", "emoxnetlite.ferplus"]
+    lite = emozoo.create("emoxnetlite.ferplus", pretrained=True)
+    torch.testing.assert_close(model.members[0].state_dict(), lite.model.state_dict())
+    for wrong, message in (("emoxnetlite.ferplsu", "Did you mean: emoxnetlite.ferplus"),
+                           (tmp_path / "nowhere", "config.json: not found"),
+                           ("resnet18", "no pretrained weights are published for 'resnet18'")):
+        result = cli("ensemble", member, wrong, "--out", tmp_path / "x")
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
 def test_pick_best_takes_the_best_within_the_budget_then_fewer_members_then_fewer_macs():
     from emozoo.workflows import pick_best
 

@@ -236,7 +236,7 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
 
 
 @click.command("ensemble")
-@click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("members", nargs=-1, required=True)
 @click.option("--fusion", help="Fusion of the members [default: mean_prob].")
 @click.option("--fusion-arg", "fusion_args", multiple=True, metavar="KEY=VALUE")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
@@ -268,7 +268,10 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
 @click.option("--json", "as_json", is_flag=True)
 def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, flip, search,
                  search_fusions, search_flip, max_macs, plot, as_json):
-    """Build an EmoXNet from trained MEMBER folders with --fusion; write --out.
+    """Build an EmoXNet from trained MEMBERS with --fusion; write --out.
+
+    Each member is a trained model folder or the name of published weights (e.g. emoxnetlite.ferplus: a distilled
+    student joins as its network; the ensemble's --flip applies to every member).
 
     A learned fusion is fitted on the part of --fit-split that the members held back (their recipe's
     holdout: the validation split), never on test data. With --search, the subset of members and the

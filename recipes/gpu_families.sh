@@ -3,7 +3,8 @@
 # trained side by side (ResNet-18, VGG13, ConvNeXt-Pico, ESR with a shared base and four branches, CoAtNet-nano
 # at 64 px and EdgeNeXt-XXS at 96 px from timm, both on upsampled faces, mini-Xception), then the selection
 # protocol picks two ensembles on the validation split in one search (`emozoo ensemble --search --search-flip`):
-# the best of at most MAX_MACS MACs per face and the best at any cost; the costlier one is built, and is the
+# the best of at most MAX_MACS MACs per face and the best at any cost, over these members and the shipped
+# ensemble's; the costlier one is built, and is the
 # teacher, only when it scores more than 0.5 points above the cheaper (the issue's rule for shipping both), and
 # two EmoXNetLite students are distilled from that teacher side by side (the shipped recipe: ResNet-10 at width
 # 0.5 with its test-time flip trained in and the teacher scoring every augmented batch; and the same at 0.75).
@@ -40,6 +41,10 @@ train_members 240
 
 MEMBERS=()
 for name in "${MEMBER_RUNS[@]}"; do [ -f "$OUT/$name/config.json" ] && MEMBERS+=("$OUT/$name"); done
+# The shipped emoxnet.ferplus's members (its ESR and the student's ResNet-10, same validation split) are candidates
+# too: a new pick has to beat them on the validation split, not only the members trained here
+$EMOZOO unpack emoxnet.ferplus --out "$OUT/shipped" > "$OUT/shipped.log" 2>&1 || say "unpack of the shipped members failed"
+for dir in "$OUT"/shipped/*/; do [ -f "$dir/config.json" ] && MEMBERS+=("${dir%/}"); done
 say "ensembles of ${#MEMBERS[@]} members; $(left)s left"
 # One search on the validation split (every subset, mean_prob and mean_logit, with and without flip; the members'
 # outputs computed once): emoxnet_cheap is its pick within MAX_MACS; the best at any cost is built as emoxnet_any

@@ -1,4 +1,5 @@
 """The repository holds the library, not its lab notebook: no experiment weights or large outputs are tracked."""
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -97,10 +98,14 @@ def test_gpu_script_runs_every_stage_in_order(script, tmp_path):
     lines = calls.read_text().splitlines()
     commands = [line.split()[0] for line in lines]
     trains, distills = commands.count("train"), commands.count("distill")
-    assert commands == ["train"] * trains + ["ensemble"] * (len(commands) - trains - distills) + ["distill"] * distills
+    unpacks = commands.count("unpack")  # gpu_families.sh: the shipped ensemble's members join the search
+    assert commands == (["train"] * trains + ["unpack"] * unpacks + ["ensemble"] * (len(commands) - trains - distills
+                                                                                    - unpacks) + ["distill"] * distills)
     assert all("--epochs 3 " in line for line in lines if line.startswith("train"))
     if script == "gpu_families.sh":
         assert trains == 7 and distills == 2
+        assert [line for line in lines if line.startswith("unpack")] == [
+            f"unpack emoxnet.ferplus --out {tmp_path / 'out' / 'shipped'}"]
         # one search within the budget; its best at any cost (1 point better) built from its row, and the teacher
         assert [line for line in lines if line.startswith("ensemble")][1].startswith(
             "ensemble m/a m/b --fusion mean_logit --flip --out ")
@@ -109,7 +114,7 @@ def test_gpu_script_runs_every_stage_in_order(script, tmp_path):
         assert all(f"--teacher {tmp_path / 'out' / 'emoxnet_any'} " in line for line in lines if "distill" in line)
         assert sorted((tmp_path / "pack").glob("results.tar.xz.part-*")) and (tmp_path / "pack" / "manifest.txt").is_file()
     else:
-        assert trains == 5 and distills == 5 and "teacher: " not in run.stdout
+        assert trains == 5 and distills == 5 and unpacks == 0 and "teacher: " not in run.stdout
 
 
 @pytest.mark.slow
@@ -136,3 +141,6 @@ def test_gpu_families_script_runs_end_to_end_on_a_few_faces(tmp_path):
         names = tar.getnames()
     assert "./emoxnetlite/model.safetensors" in names and "./logs/emoxnet_cheap/config.json" in names
     assert "./logs/search.png" in names  # the search's candidates, drawn
+    search = json.loads((tmp_path / "out" / "emoxnet_cheap.jsonl").read_text())["search"]
+    searched = [m["member"] for m in search["members"]]  # the shipped ensemble's members were candidates too
+    assert any(m.endswith("shipped/0_esr") for m in searched) and any(m.endswith("shipped/1_resnet10") for m in searched)

@@ -107,6 +107,39 @@ def test_eval_flip_overrides_the_saved_test_time_flip(member, fer_csv, tmp_path)
     assert result.exit_code == 1 and "flip= is an option of emoxnet and emoxnetlite" in result.output
 
 
+def test_eval_against_scores_a_second_model_on_the_same_faces_with_a_paired_test(member, fer_csv, tmp_path):
+    from emozoo.data import eval_transform
+    from emozoo.train import predict_logits
+    from emozoo.workflows import open_split
+
+    other = emozoo.save_pretrained(emozoo.create("mini_xception", width=0.5, label_names=emozoo.data.FER2013_LABELS),
+                                   tmp_path / "other")
+    doc = json.loads(cli("eval", member, "--data", fer_csv, "--against", other, "--json").output)
+    against = doc["against"]
+    assert against["model"] == str(other) and 0 <= against["p_value"] <= 1
+    # the counts are those of the two models' predictions on the same 64 faces
+    right = {}
+    for name in (member, other):
+        model = emozoo.create(f"local-dir:{name}", pretrained=True).eval()
+        logits, targets = predict_logits(model, open_split(str(fer_csv), "PublicTest", eval_transform(model.config.input),
+                                                           model.config.label_names))
+        right[name] = logits.argmax(1) == targets
+    assert against["model_only"] == int((right[member] & ~right[other]).sum())
+    assert against["against_only"] == int((right[other] & ~right[member]).sum())
+    assert against["accuracy"] == right[other].float().mean().item()
+    assert against["model_only"] - against["against_only"] == round((doc["accuracy"] - against["accuracy"]) * doc["n"])
+    text = cli("eval", member, "--data", fer_csv, "--against", other).output
+    assert f"against {other}: accuracy" in text and "exact McNemar p = " in text
+    alone = json.loads(cli("eval", member, "--data", fer_csv, "--json").output)
+    assert "against" not in alone and alone["accuracy"] == doc["accuracy"]
+    for args, message in ((("--against", "resnet18"), "no pretrained weights are published for 'resnet18'"),
+                          (("--against", "emoxnetlite.ferplus"), "differ from"),  # 8 FER+ labels against 7
+                          (("--against", other, "--backend", "onnx"), "give it without --backend")):
+        result = cli("eval", member, "--data", fer_csv, *args)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
 def test_ensemble_fits_learned_fusion_on_holdout_only(member, fer_csv, tmp_path):
     other = tmp_path / "other"
     assert cli("train", "mini_xception", "--model-arg", "width=0.5", "--data", fer_csv, "--out", other, "--epochs", 1,
@@ -706,7 +739,7 @@ def test_plot_search_names_the_pick_and_the_best_at_any_cost_in_a_legend_beside_
 def test_paired_test_is_the_exact_mcnemar_test_on_the_faces_two_candidates_disagree_on():
     import torch
 
-    from emozoo.workflows.ensemble import paired_test
+    from emozoo.metrics import paired_test
 
     a = torch.tensor([True] * 90 + [False] * 10)
     b = a.clone()

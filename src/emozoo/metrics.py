@@ -1,5 +1,6 @@
 """Evaluation metrics: accuracy, per-class accuracy, macro-F1, calibration (ECE, NLL, Brier, cross-entropy against
-annotator votes), confusion; and their plots (confusion matrix, reliability diagram)."""
+annotator votes), confusion, a paired test of two classifiers on the same faces; and their plots (confusion matrix,
+reliability diagram)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,6 +38,19 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, label_nam
         "support": {name: int(support[i]) for i, name in enumerate(label_names)},
         "confusion": confusion.tolist(),
     }
+
+
+def paired_test(right_a, right_b) -> dict:
+    """Whether two classifiers scored on the same faces differ by more than chance: ``a_only`` (faces only ``a``
+    gets right), ``b_only`` and ``p_value``, the exact two-sided McNemar test (a binomial test on the faces where
+    they disagree; ``scipy.stats.binomtest``). Accuracies a few faces apart on a small validation split are ties:
+    a large p-value says the split cannot tell the two apart."""
+    from scipy.stats import binomtest
+
+    a_only = int((right_a & ~right_b).sum())
+    b_only = int((right_b & ~right_a).sum())
+    p_value = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p_value": round(float(p_value), 4)}
 
 
 def reliability(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> list[dict]:

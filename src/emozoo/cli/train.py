@@ -352,8 +352,7 @@ def format_search(rows: list[dict], best: dict, max_macs: float | None = None, b
 
 def _paired(first_only: int, second_only: int, first: str, p_value: float) -> str:
     """One comparison of two candidates on the same faces, in words."""
-    verdict = ("the validation split cannot tell them apart" if p_value >= 0.05
-               else "a difference the validation split can see")
+    verdict = "this split cannot tell them apart" if p_value >= 0.05 else "a difference this split can see"
     return (f"{first} alone right on {first_only} faces, the other on {second_only}; exact McNemar p = {p_value:.2f}: "
             f"{verdict}")
 
@@ -415,8 +414,12 @@ def unpack_cmd(model, out_dir, force, as_json):
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the corruptions' random draws (noise, turn direction, shift, patch place).")
 @click.option("--limit", type=click.IntRange(1), help="Score only the first N faces (quick runs).")
+@click.option("--against", metavar="OTHER",
+              help="Also score OTHER (a name or folder, as saved) on the same faces and say whether the split can "
+                   "tell the two apart: the faces only one of them gets right, an exact McNemar p-value.")
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, holdout, corrupt, seed, limit, as_json):
+def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, holdout, corrupt, seed, limit, against,
+             as_json):
     """Evaluate MODEL (a folder, a name with weights, local-dir: or hf-hub:) on --data --split.
 
     With --corrupt, each face passes through the corruption after it is resized to the model's input and before
@@ -427,7 +430,7 @@ def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, 
 
     result = evaluate_model(model, data_spec, split, batch_size=batch_size, members=members, plot=plot,
                             progress=not as_json, backend=backend, flip=flip, holdout=holdout,
-                            corrupt=list(corrupt), seed=seed, limit=limit)
+                            corrupt=list(corrupt), seed=seed, limit=limit, against=against)
     if as_json:
         echo_json(result)
         return
@@ -449,6 +452,12 @@ def eval_cmd(model, data_spec, split, batch_size, members, plot, backend, flip, 
         click.echo(f"  {name:<10} {acc:.4f}  (n={result['support'][name]})")
     for name, acc in result.get("members", {}).items():
         click.echo(f"member {name}: accuracy {acc:.4f}")
+    if "against" in result:
+        other = result["against"]
+        gap = 100 * (result["accuracy"] - other["accuracy"])
+        paired = _paired(other["model_only"], other["against_only"], result["model"], other["p_value"])
+        click.echo(f"against {other['model']}: accuracy {other['accuracy']:.4f} ({gap:+.2f} points for "
+                   f"{result['model']}); {paired}")
     if plot:
         click.echo(f"confusion matrix: {plot}\nreliability diagram: {result['reliability_plot']}")
 

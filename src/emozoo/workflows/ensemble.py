@@ -171,8 +171,8 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
     (each member's holdout accuracy and MACs, with flip when ``flip`` is True), ``diversity`` (:func:`error_overlap`
     of every pair of members), ``best_any_cost`` (the best row whatever its MACs), ``runner_up`` (the best row of
     another subset or flip within ``max_macs``, with ``pick_only``, ``runner_up_only`` and ``p_value`` of
-    :func:`paired_test` against the pick; None when there is none) and ``best_any_cost_test`` (``any_cost_only``,
-    ``pick_only``, ``p_value``; None when the best at any cost is the pick). The holdout is the part of
+    :func:`~emozoo.metrics.paired_test` against the pick; None when there is none) and ``best_any_cost_test``
+    (``any_cost_only``, ``pick_only``, ``p_value``; None when the best at any cost is the pick). The holdout is the part of
     ``fit_split`` that every member kept aside (their recipes' equal ``holdout``), so no member trained on it and no
     test split is looked at (a test split as ``fit_split`` is refused). Fusions with parameters would be fitted on
     those same faces, so only fusions without them (e.g. mean_prob, mean_logit) are searched. Member outputs are
@@ -184,6 +184,7 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
 
     from .._models import build_fusion
     from .._profile import count_macs
+    from ..metrics import paired_test
     from .fusion import member_outputs
 
     check_not_test(fit_split, "--search")
@@ -264,19 +265,6 @@ def search_ensemble(member_dirs: list[str], data_spec: str, fit_split: str = "Tr
             report["best_any_cost_test"] = {"any_cost_only": test["a_only"], "pick_only": test["b_only"],
                                             "p_value": test["p_value"]}
     return rows, best
-
-
-def paired_test(right_a, right_b) -> dict:
-    """Whether two classifiers scored on the same faces differ by more than chance: ``a_only`` (faces only ``a``
-    gets right), ``b_only`` and ``p_value``, the exact two-sided McNemar test (a binomial test on the faces where
-    they disagree; ``scipy.stats.binomtest``). Accuracies a few faces apart on a small validation split are ties:
-    a large p-value says the split cannot tell the two apart."""
-    from scipy.stats import binomtest
-
-    a_only = int((right_a & ~right_b).sum())
-    b_only = int((right_b & ~right_a).sum())
-    p_value = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
-    return {"a_only": a_only, "b_only": b_only, "p_value": round(float(p_value), 4)}
 
 
 def pick_best(rows: list[dict], max_macs: float | None = None,

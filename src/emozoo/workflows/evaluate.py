@@ -13,7 +13,7 @@ from ..builtins.emoxnet import EmoXNet
 from ..calibration import probabilities, temperature
 from ..data import eval_transform
 from ..data.corruptions import canonical
-from ..metrics import calibration_metrics, classification_metrics, plot_confusion, plot_reliability, reliability
+from ..metrics import calibration_metrics, classification_metrics, paired_test, plot_confusion, plot_reliability, reliability
 from ..train import predict_logits
 from .fusion import member_outputs
 from .splits import open_holdout, open_split, open_votes, validation_record
@@ -23,7 +23,8 @@ from .splits import open_holdout, open_split, open_votes, validation_record
 def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_size: int = 256,
                    members: bool = True, plot: str | None = None, progress: bool = True,
                    backend: str = "eager", flip: bool | None = None, holdout: float | None = None,
-                   corrupt: str | Sequence[str] | None = None, seed: int = 0, limit: int | None = None) -> dict:
+                   corrupt: str | Sequence[str] | None = None, seed: int = 0, limit: int | None = None,
+                   against: str | None = None) -> dict:
     """Score a model under its dataset's protocol; for an EmoXNet also each member.
 
     ``flip`` turns test-time flip on or off when ``model`` is a name or folder of an emoxnet or
@@ -46,10 +47,17 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
     ``corrupt`` (``"KIND[:STRENGTH]"`` or a list, applied in that order; :mod:`emozoo.data.corruptions`) scores
     the faces as a camera or detector would spoil them, each face's random draws seeded by ``seed`` and its
     pixels; the result names them (``corrupt``, ``seed``). ``limit`` scores only the first N faces (quick runs).
+    ``against`` (a name or folder) scores a second model, as saved, on the same faces (each through its own input
+    transform, the same corruptions) and adds ``against``: its ``model`` and ``accuracy``, ``model_only`` and
+    ``against_only`` (the faces only one of them gets right) and ``p_value`` (:func:`~emozoo.metrics.paired_test`:
+    whether the split can tell the two apart).
     """
     specs = [corrupt] if isinstance(corrupt, str) else list(corrupt or [])
     specs = [canonical(spec) for spec in specs]  # a bad kind or strength fails here, before any model is built
     name = model if isinstance(model, str) else (model.config.name or model.config.architecture)
+    if against is not None and backend != "eager":
+        raise errors.ConfigError("--against compares the two models in PyTorch: give it without --backend")
+    other = create(against, pretrained=True).eval() if against is not None else None  # a wrong name fails first
     if isinstance(model, str):
         model = create(model, pretrained=True, flip=flip)
     elif flip is not None:
@@ -62,13 +70,19 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
         if backend not in ("onnx", "int8"):
             raise errors.ConfigError(f"unknown backend {backend!r}; choose eager, onnx or int8")
         model = onnx_model(model, int8=backend == "int8", data_spec=data_spec)
-    transform = eval_transform(model.config.input, corrupt=specs, seed=seed)
-    if holdout:
-        data = open_holdout(data_spec, split, holdout, transform, model.config.label_names)
-    else:
-        data = open_split(data_spec, split, transform, model.config.label_names)
-    if limit:
-        data = Subset(data, range(min(limit, len(data))))
+    if other is not None and other.config.label_names != model.config.label_names:
+        raise errors.ConfigError(f"--against {against}: its labels {other.config.label_names} differ from "
+                                 f"{name}'s {model.config.label_names}; compare models with the same labels")
+
+    def faces(input_spec):  # the same faces, through a model's own input transform
+        transform = eval_transform(input_spec, corrupt=specs, seed=seed)
+        if holdout:
+            data = open_holdout(data_spec, split, holdout, transform, model.config.label_names)
+        else:
+            data = open_split(data_spec, split, transform, model.config.label_names)
+        return Subset(data, range(min(limit, len(data)))) if limit else data
+
+    data = faces(model.config.input)
     member_logits = None
     if isinstance(model, EmoXNet):
         member_logits, features, targets = member_outputs(model, data, progress, batch_size)
@@ -91,6 +105,15 @@ def evaluate_model(model: str | nn.Module, data_spec: str, split: str, *, batch_
         eager, _ = predict_logits(reference, data, batch_size, progress=progress, desc="eval eager")
         result["eager_accuracy"] = (eager.argmax(1) == targets).float().mean().item()
         result["accuracy_change"] = result["accuracy"] - result["eager_accuracy"]
+    if other is not None:
+        logits, other_targets = predict_logits(other, faces(other.config.input), batch_size, progress=progress,
+                                               desc="eval against")
+        assert torch.equal(other_targets, targets)
+        right = fused.argmax(1) == targets
+        other_right = logits.argmax(1) == targets
+        test = paired_test(right, other_right)
+        result["against"] = {"model": against, "accuracy": other_right.float().mean().item(),
+                             "model_only": test["a_only"], "against_only": test["b_only"], "p_value": test["p_value"]}
     if member_logits is not None and members:
         result["members"] = {f"{i}:{n}": (member_logits[i].argmax(1) == targets).float().mean().item()
                              for i, n in enumerate(model.member_names)}

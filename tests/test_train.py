@@ -716,6 +716,24 @@ def test_pick_best_takes_the_best_within_the_budget_then_fewer_members_then_fewe
     assert pick_best(rows, max_macs=5) is None
 
 
+def test_search_table_shows_the_best_candidates_and_always_the_pick_and_the_best_at_any_cost(member, fer_csv, tmp_path):
+    from emozoo.cli.train import format_search
+
+    validation = {"data": "x", "split": "Training", "holdout": 0.05, "seed": 1, "n": 100}
+    rows = [{"members": [f"m{i}"], "fusion": "mean_prob", "flip": False, "accuracy": 0.9 - i / 100,
+             "macs": 1e8 * (10 - i), "validation": validation} for i in range(10)]
+    text = format_search(rows, rows[6], 4.5e8, rows[0], show=3)
+    table = [line.split()[-1] if "mean_prob" in line else line.strip() for line in text.splitlines()[2:8]]
+    assert table == ["m0", "m1", "m2", "...", "m6", "... 6 more candidates not shown (10 in all: --show all, or --json)"]
+    assert text.splitlines()[2].startswith("+") and text.splitlines()[6].startswith("*")
+    every = format_search(rows, rows[6], 4.5e8, rows[0])
+    assert all(f" m{i}\n" in every + "\n" for i in range(10)) and "not shown" not in every
+    bad = cli("ensemble", member, member, "--search", "--show", "0", "--data", fer_csv, "--out", tmp_path / "x")
+    assert bad.exit_code == 1 and "--show 0: give a number" in bad.output and not (tmp_path / "x").exists()
+    shown = cli("ensemble", member, member, "--search", "--show", "1", "--data", fer_csv, "--out", tmp_path / "y")
+    assert shown.exit_code == 0 and "more candidates not shown" in shown.output and "\n* " in shown.output
+
+
 def test_plot_search_names_the_pick_and_the_best_at_any_cost_in_a_legend_beside_the_axes(monkeypatch, tmp_path):
     import emozoo._plot
     from emozoo.workflows.ensemble import plot_search

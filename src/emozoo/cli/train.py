@@ -265,9 +265,12 @@ def distill_cmd(teacher, student, student_args, loss, loss_args, init, grow, tea
                    "cost is reported beside the pick.")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="With --search: draw every candidate's validation accuracy against its MACs into this PNG.")
+@click.option("--show", default="20", show_default=True, metavar="N|all",
+              help="With --search: print the N best candidates (the pick and the best at any cost always); all: every "
+                   "one. --json holds every candidate.")
 @click.option("--json", "as_json", is_flag=True)
 def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, val_split, fit_epochs, flip, search,
-                 search_fusions, search_flip, max_macs, plot, as_json):
+                 search_fusions, search_flip, max_macs, plot, show, as_json):
     """Build an EmoXNet from trained MEMBERS with --fusion; write --out.
 
     Each member is a trained model folder or the name of published weights (e.g. emoxnetlite.ferplus: a distilled
@@ -290,6 +293,8 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
         raise ConfigError("--search-flip tries every subset with and without flip: give it without --flip")
     if plot and not search:
         raise ConfigError("--plot draws the candidates of --search: give it with --search")
+    if show != "all" and not (show.isdigit() and int(show) > 0):
+        raise ConfigError(f"--show {show}: give a number of candidates to print (e.g. 20) or all")
     if plot:
         from .._plot import check_plot
 
@@ -304,7 +309,8 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
         if not as_json:
             click.echo(format_members(report))
             click.echo(format_search(rows, best, max_macs, report["best_any_cost"], runner_up=report["runner_up"],
-                                     any_cost_test=report["best_any_cost_test"]))
+                                     any_cost_test=report["best_any_cost_test"],
+                                     show=None if show == "all" else int(show)))
         members, fusion, flip = best["members"], best["fusion"], best["flip"]
     result = build_ensemble(list(members), fusion or "mean_prob", parse_kv(fusion_args), out_dir, data_spec,
                             fit_split, val_split, fit_epochs, flip=flip, log=make_logger(False),
@@ -322,11 +328,12 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
 
 
 def format_search(rows: list[dict], best: dict, max_macs: float | None = None, best_any_cost: dict | None = None, *,
-                  runner_up: dict | None = None, any_cost_test: dict | None = None) -> str:
+                  runner_up: dict | None = None, any_cost_test: dict | None = None, show: int | None = None) -> str:
     """The ``--search`` table: accuracy on the holdout, MACs, fusion, flip and members of each candidate, the pick
     marked *; with ``max_macs``, a line on the best at any cost (+ in the table) and how far above the pick; with
     ``runner_up`` / ``any_cost_test`` (:func:`~emozoo.workflows.search_ensemble`'s report), whether the split can
-    tell the pick from them (exact McNemar test on the faces where they disagree)."""
+    tell the pick from them (exact McNemar test on the faces where they disagree). ``show``: only the best ``show``
+    candidates, and the pick and the best at any cost wherever they rank (None: every one)."""
     from ..workflows.splits import describe_validation
 
     ranked = sorted(rows, key=lambda r: (-r["accuracy"], len(r["members"]), r["macs"]))
@@ -334,9 +341,18 @@ def format_search(rows: list[dict], best: dict, max_macs: float | None = None, b
     lines = [f"member subsets and fusions on the validation split, {describe_validation(best['validation'])}, "
              f"best first{budget}:",
              f"  {'accuracy':>8}  {'M MACs':>8}  {'fusion':<12} {'flip':<4} members"]
-    lines += [f"{'*' if r is best else '+' if r is best_any_cost else ' '} {r['accuracy']:>8.4f}  "
-              f"{r['macs'] / 1e6:>8,.0f}  {r['fusion']:<12} {'on' if r['flip'] else 'off':<4} {' '.join(r['members'])}"
-              for r in ranked]
+    hidden = 0
+    for i, r in enumerate(ranked):
+        if show is not None and i >= show and r is not best and r is not best_any_cost:
+            hidden += 1
+            continue
+        if hidden and i > show:  # rows skipped between the best ones and this marked one
+            lines.append("  ...")
+        lines.append(f"{'*' if r is best else '+' if r is best_any_cost else ' '} {r['accuracy']:>8.4f}  "
+                     f"{r['macs'] / 1e6:>8,.0f}  {r['fusion']:<12} {'on' if r['flip'] else 'off':<4} "
+                     f"{' '.join(r['members'])}")
+    if hidden:
+        lines.append(f"  ... {hidden} more candidates not shown ({len(ranked)} in all: --show all, or --json)")
     if max_macs and best_any_cost is not None and best_any_cost is not best:
         gain = (best_any_cost["accuracy"] - best["accuracy"]) * 100
         lines.append(f"+ the best at any cost, {best_any_cost['macs'] / 1e6:,.0f} M MACs: {gain:+.2f} points over *"

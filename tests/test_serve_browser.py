@@ -165,3 +165,48 @@ def test_the_api_key_field(page):
         page.wait_for_selector("#faces li.face")
         _check_faces(page)
         assert error.is_hidden()
+
+
+def test_the_minimum_confidence_is_sent_with_each_image_and_a_bad_one_is_named(page, server):
+    page.goto(server + "/")
+    page.fill("#min", "0.5")
+    with page.expect_request(lambda request: "/predict" in request.url) as sent:
+        page.set_input_files("#photo", str(PHOTO))
+    assert sent.value.url.endswith("/predict?min_confidence=0.5")
+    page.wait_for_selector("#faces li.face")
+    assert _check_faces(page) == ["happiness"]  # the example photo's face scores far above 0.5
+    page.fill("#min", "0.99999")  # above its score (0.9999): the face on show is sent again and comes back uncertain
+    page.press("#min", "Tab")
+    page.wait_for_selector("#faces li.face[data-label='uncertain']")
+    assert page.locator("#boxes .box.uncertain").count() == 1
+    assert page.locator("#faces li.face").first.inner_text().startswith("uncertain (margin ")
+    error = page.locator("#error")
+    for bad in ("1", "-0.1"):  # the API takes [0, 1)
+        page.fill("#min", bad)
+        page.press("#min", "Tab")
+        sync_api.expect(error).to_contain_text(f'minimum confidence: type a number from 0 to under 1, not "{bad}"')
+
+
+#: each box's place on the page against its face in the sent frame, read in one go
+BOXES = """() => [...document.querySelectorAll("#boxes .box")].map((b) => ({
+  left: parseFloat(b.style.left), box: b.dataset.box.split(",").map(Number), size: b.dataset.size.split(",").map(Number)}))"""
+
+
+def test_the_webcam_is_mirrored_and_its_boxes_follow_the_mirror(page, server):
+    page.goto(server + "/")
+    assert page.is_checked("#mirror")  # a selfie view by default
+    page.click("#camera")
+    page.wait_for_selector("#boxes .box")
+    transform = page.evaluate("getComputedStyle(document.getElementById('video')).transform")
+    assert transform == "matrix(-1, 0, 0, 1, 0, 0)"
+    for box in page.evaluate(BOXES):  # a face at the frame's right edge is drawn at the left one
+        (x0, _, x1, _), (w, _) = box["box"], box["size"]
+        assert abs(box["left"] - 100 * (w - x1) / w) < 0.01, box
+    page.uncheck("#mirror")
+    assert page.evaluate("getComputedStyle(document.getElementById('video')).transform") == "none"
+    page.wait_for_function(f"""() => ({BOXES})().some((b) => Math.abs(b.left - 100 * b.box[0] / b.size[0]) < 0.01)""")
+    for box in page.evaluate(BOXES):
+        (x0, _, _, _), (w, _) = box["box"], box["size"]
+        assert abs(box["left"] - 100 * x0 / w) < 0.01, box
+    page.click("#camera")
+    assert page.locator("#error").is_hidden()

@@ -278,7 +278,8 @@ def ensemble_cmd(members, fusion, fusion_args, out_dir, data_spec, fit_split, va
 
     A learned fusion is fitted on the part of --fit-split that the members held back (their recipe's
     holdout: the validation split), never on test data. With --search, the subset of members and the
-    fusion are chosen on that holdout too, and the table of every candidate is printed. The saved
+    fusion are chosen on that holdout too, the best candidates are printed (--show), and the pick is tested
+    against the runner-up on the same faces. The saved
     config.json records the validation split under recipe.validation.
     """
     from ..workflows import build_ensemble, search_ensemble

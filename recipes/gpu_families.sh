@@ -4,10 +4,10 @@
 # at 64 px and EdgeNeXt-XXS at 96 px from timm, both on upsampled faces, mini-Xception), then the selection
 # protocol picks two ensembles on the validation split in one search (`emozoo ensemble --search --search-flip`):
 # the best of at most MAX_MACS MACs per face and the best at any cost, over these members and the shipped
-# ensemble's; the costlier one is built, and is the
-# teacher, only when it scores more than 0.5 points above the cheaper (the rule for shipping both), and
-# two EmoXNetLite students are distilled from that teacher side by side (the shipped recipe: ResNet-10 at width
-# 0.5 with its test-time flip trained in and the teacher scoring every augmented batch; and the same at 0.75).
+# ensemble's; the costlier one is built, and is the teacher, only when it scores more than 0.5 points above the
+# cheaper (the rule for shipping both), and two EmoXNetLite students are distilled from that teacher side
+# by side (the shipped recipe: ResNet-10 at width 0.5 with its test-time flip trained in and the teacher scoring
+# every augmented batch; and the same at 0.75).
 #
 #   bash recipes/gpu_families.sh OUT_DIR
 #

@@ -726,6 +726,9 @@ def test_search_table_shows_the_best_candidates_and_always_the_pick_and_the_best
     table = [line.split()[-1] if "mean_prob" in line else line.strip() for line in text.splitlines()[2:8]]
     assert table == ["m0", "m1", "m2", "...", "m6", "... 6 more candidates not shown (10 in all: --show all, or --json)"]
     assert text.splitlines()[2].startswith("+") and text.splitlines()[6].startswith("*")
+    adjacent = format_search(rows, rows[6], 4.5e8, rows[5], show=2).splitlines()[2:8]  # two marked rows in a row
+    assert [line.split()[-1] if "mean_prob" in line else line.strip() for line in adjacent][:5] == [
+        "m0", "m1", "...", "m5", "m6"]
     every = format_search(rows, rows[6], 4.5e8, rows[0])
     assert all(f" m{i}\n" in every + "\n" for i in range(10)) and "not shown" not in every
     bad = cli("ensemble", member, member, "--search", "--show", "0", "--data", fer_csv, "--out", tmp_path / "x")

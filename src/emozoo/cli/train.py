@@ -342,13 +342,14 @@ def format_search(rows: list[dict], best: dict, max_macs: float | None = None, b
     lines = [f"member subsets and fusions on the validation split, {describe_validation(best['validation'])}, "
              f"best first{budget}:",
              f"  {'accuracy':>8}  {'M MACs':>8}  {'fusion':<12} {'flip':<4} members"]
-    hidden = 0
+    hidden, skipped = 0, False
     for i, r in enumerate(ranked):
         if show is not None and i >= show and r is not best and r is not best_any_cost:
-            hidden += 1
+            hidden, skipped = hidden + 1, True
             continue
-        if hidden and i > show:  # rows skipped between the best ones and this marked one
+        if skipped:  # rows left out just above this marked one
             lines.append("  ...")
+            skipped = False
         lines.append(f"{'*' if r is best else '+' if r is best_any_cost else ' '} {r['accuracy']:>8.4f}  "
                      f"{r['macs'] / 1e6:>8,.0f}  {r['fusion']:<12} {'on' if r['flip'] else 'off':<4} "
                      f"{' '.join(r['members'])}")
